@@ -1,0 +1,187 @@
+"""The SASRec backbone that every dot-product-family model of recbole_attn builds on.
+
+:class:`AttentionSequentialRecommender` is RecBole's SASRec (same layers, defaults,
+initialisation and random stream) with two hooks:
+
+* :meth:`build_attention` returns the attention sublayer of one block (the only thing
+  PARec, FPARec, the linear-attention and token-mixing baselines and AWRSR change);
+* ``pad_side``: ``right`` keeps RecBole's layout (oldest item in slot 0); ``left`` puts the
+  newest item in slot ``n-1`` as the official PARec/FPARec/STOSA code does, which matters for
+  parameters indexed by absolute position.
+
+It also trains in the all-position mode (``train_mode: seq2seq``, rows from
+:class:`recbole_attn.data.dataset.Seq2SeqDataset`): every valid position of a row is a target,
+with CE over all items (in memory-bounded chunks) or BPR with one sampled negative per position.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.loss import BPRLoss
+from torch.utils.checkpoint import checkpoint
+
+from recbole_attn.data.dataset import LOSS_START
+from recbole_attn.layers.encoder import TransformerBlock, TransformerStack
+from recbole_attn.model.sequence import left_to_right, right_to_left
+
+
+class AttentionSequentialRecommender(SequentialRecommender):
+    # most logits materialised at once by the all-position CE loss (floats)
+    CE_CHUNK_ELEMENTS = 2 ** 25
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.n_layers = config["n_layers"]
+        self.n_heads = config["n_heads"]
+        self.hidden_size = config["hidden_size"]  # same as embedding_size
+        self.inner_size = config["inner_size"]
+        self.hidden_dropout_prob = config["hidden_dropout_prob"]
+        self.attn_dropout_prob = config["attn_dropout_prob"]
+        self.hidden_act = config["hidden_act"]
+        self.layer_norm_eps = config["layer_norm_eps"]
+        self.initializer_range = config["initializer_range"]
+        self.loss_type = config["loss_type"]
+        self.pad_side = config["pad_side"] or "right"
+        self.train_mode = config["train_mode"] or "augment"
+
+        # define layers and loss (same order as RecBole's SASRec: same seed, same weights)
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        block = TransformerBlock(self.build_attention(), self.hidden_size, self.inner_size,
+                                 self.hidden_dropout_prob, self.hidden_act, self.layer_norm_eps)
+        self.trm_encoder = TransformerStack(block, self.n_layers)
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+
+        if self.loss_type == "BPR":
+            self.loss_fct = BPRLoss()
+        elif self.loss_type == "CE":
+            self.loss_fct = nn.CrossEntropyLoss()
+        else:
+            raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
+
+        # parameters initialization
+        self.apply(self._init_weights)
+
+    def build_attention(self):
+        """The attention sublayer of one block: ``module(hidden, mask, positions) -> hidden``."""
+        raise NotImplementedError
+
+    def _init_weights(self, module):
+        """Initialize the weights (RecBole's SASRec)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    # ----- encoding --------------------------------------------------------------------
+    def layout(self, item_seq, item_seq_len):
+        """Trim all-padding columns and arrange the batch in this model's layout.
+
+        Returns ``(item_seq [B, W], positions [W])`` where ``positions`` are the absolute
+        slots of the columns in the ``MAX_ITEM_LIST_LENGTH`` layout."""
+        width = max(int(item_seq_len.max()), 1)
+        item_seq = item_seq[:, :width]
+        if self.pad_side == "left":
+            item_seq = right_to_left(item_seq, item_seq_len)
+            positions = torch.arange(self.max_seq_length - width, self.max_seq_length, device=item_seq.device)
+        else:
+            positions = torch.arange(width, device=item_seq.device)
+        return item_seq, positions
+
+    def attention_mask(self, item_seq):
+        """Boolean ``[B, 1, W, W]``: causal and key-not-padding."""
+        width = item_seq.size(1)
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=item_seq.device))
+        return (item_seq != 0)[:, None, None, :] & causal
+
+    def embed(self, item_seq, positions):
+        input_emb = self.item_embedding(item_seq) + self.position_embedding(positions).unsqueeze(0)
+        return self.dropout(self.LayerNorm(input_emb))
+
+    def encode(self, item_seq, item_seq_len):
+        """Hidden states of every position, ``[B, W, H]``, in RecBole's right-padded layout."""
+        seq, positions = self.layout(item_seq, item_seq_len)
+        hidden = self.trm_encoder(self.embed(seq, positions), self.attention_mask(seq), positions)
+        if self.pad_side == "left":
+            hidden = left_to_right(hidden, item_seq_len)
+        return hidden
+
+    def forward(self, item_seq, item_seq_len):
+        output = self.encode(item_seq, item_seq_len)
+        return self.gather_indexes(output, item_seq_len - 1)  # [B H]
+
+    # ----- losses ----------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        if LOSS_START in interaction:
+            return self.all_position_loss(interaction)
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        seq_output = self.forward(item_seq, item_seq_len)
+        pos_items = interaction[self.POS_ITEM_ID]
+        if self.loss_type == "BPR":
+            neg_items = interaction[self.NEG_ITEM_ID]
+            pos_score = torch.sum(seq_output * self.item_embedding(pos_items), dim=-1)  # [B]
+            neg_score = torch.sum(seq_output * self.item_embedding(neg_items), dim=-1)  # [B]
+            return self.loss_fct(pos_score, neg_score)
+        logits = torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))
+        return self.loss_fct(logits, pos_items)
+
+    def position_targets(self, interaction):
+        """``(targets [B, W], loss_mask [B, W])`` of an all-position row: position p predicts
+        the item at p+1, the last valid position predicts the row's target item."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        width = max(int(item_seq_len.max()), 1)
+        targets = F.pad(item_seq[:, 1:width], (0, 1))
+        targets = targets.scatter(1, (item_seq_len - 1).unsqueeze(1), interaction[self.POS_ITEM_ID].unsqueeze(1))
+        cols = torch.arange(width, device=item_seq.device).unsqueeze(0)
+        loss_mask = (cols >= interaction[LOSS_START].unsqueeze(1)) & (cols < item_seq_len.unsqueeze(1))
+        return targets, loss_mask
+
+    def all_position_loss(self, interaction):
+        targets, loss_mask = self.position_targets(interaction)
+        hidden = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self.position_loss(hidden[loss_mask], targets[loss_mask])
+
+    def position_loss(self, hidden, targets):
+        """Mean loss over ``N`` (hidden state, target) pairs: ``hidden [N, H]``, ``targets [N]``."""
+        if self.loss_type == "BPR":
+            neg = torch.randint(1, self.n_items, targets.shape, device=targets.device)
+            pos_score = (hidden * self.item_embedding(targets)).sum(-1)
+            neg_score = (hidden * self.item_embedding(neg)).sum(-1)
+            return self.loss_fct(pos_score, neg_score)
+        weight = self.item_embedding.weight
+        chunk = max(1, self.CE_CHUNK_ELEMENTS // self.n_items)
+        if hidden.size(0) <= chunk:
+            return F.cross_entropy(hidden @ weight.t(), targets)
+        # recompute each chunk's logits in backward: peak memory is one chunk, not N x items
+        total = hidden.new_zeros(())
+        for start in range(0, hidden.size(0), chunk):
+            total = total + checkpoint(_ce_sum, hidden[start:start + chunk], weight,
+                                       targets[start:start + chunk], use_reentrant=False)
+        return total / hidden.size(0)
+
+    # ----- scoring ---------------------------------------------------------------------
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        test_item_emb = self.item_embedding(interaction[self.ITEM_ID])
+        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))  # [B n_items]
+
+    # ----- introspection (plots) -------------------------------------------------------
+    def attention_modules(self):
+        return [layer.multi_head_attention for layer in self.trm_encoder.layer]
+
+
+def _ce_sum(hidden, weight, targets):
+    return F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")

@@ -1,0 +1,55 @@
+"""Validation of the plugin's configuration keys, before any data is loaded.
+
+Every check names the key, the value and what is allowed, so the CLI can print it as one line.
+"""
+
+from recbole_attn.errors import ConfigError
+
+CHOICES = {
+    "train_mode": ("seq2seq", "augment"),
+    "loss_type": ("CE", "BPR"),
+    "pad_side": ("right", "left"),
+    "refine_mode": ("none", "simp", "value", "add", "stoc"),
+    "refine_input": ("scores", "probs"),
+    "refine_scale": ("sqrt_d", "sqrt_n", "none"),
+    "refine_init": ("normal", "identity"),
+    "attn_pattern": ("learned", "average", "linear", "exponential"),
+}
+POSITIVE_INTS = (
+    "hidden_size", "n_layers", "n_heads", "inner_size", "MAX_ITEM_LIST_LENGTH",
+    "train_batch_size", "eval_batch_size", "epochs", "fpa_rank",
+)
+PROBABILITIES = ("hidden_dropout_prob", "attn_dropout_prob")
+
+
+def _fail(key, value, allowed):
+    raise ConfigError(f"invalid value for [{key}]: {value!r}; allowed: {allowed}")
+
+
+def validate_model_config(cfg, allowed_refine_modes=None):
+    """Check the keys that recbole_attn models read; raise :class:`ConfigError` on the first bad one."""
+    for key, choices in CHOICES.items():
+        if key == "refine_mode" and allowed_refine_modes is not None:
+            choices = allowed_refine_modes
+        value = cfg.get(key)
+        if value is not None and value not in choices:
+            _fail(key, value, " | ".join(choices))
+    for key in POSITIVE_INTS:
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            _fail(key, value, "a positive integer")
+    for key in PROBABILITIES:
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.0 <= value < 1.0):
+            _fail(key, value, "a number in [0, 1)")
+    hidden, heads = cfg.get("hidden_size"), cfg.get("n_heads")
+    if hidden and heads and hidden % heads != 0:
+        raise ConfigError(
+            f"invalid value for [n_heads]: {heads}; it must divide hidden_size ({hidden})"
+        )
+    rank, n = cfg.get("fpa_rank"), cfg.get("MAX_ITEM_LIST_LENGTH")
+    if rank is not None and n is not None and rank > n:
+        raise ConfigError(
+            f"invalid value for [fpa_rank]: {rank}; it must be at most MAX_ITEM_LIST_LENGTH ({n})"
+        )
