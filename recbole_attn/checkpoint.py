@@ -21,6 +21,8 @@ FORMAT = "recbole_attn/1"
 
 def plain_value(value):
     """A value made of str/int/float/bool/None, lists and dicts only."""
+    if isinstance(value, np.generic):  # before float: np.float64 subclasses float
+        return value.item()
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, enum.Enum):
@@ -29,8 +31,6 @@ def plain_value(value):
         return [plain_value(v) for v in value]
     if isinstance(value, dict):
         return {str(k): plain_value(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return value.item()
     return str(value)
 
 

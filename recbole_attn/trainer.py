@@ -84,13 +84,13 @@ class CheckpointMixin:
             "config": checkpoint.plain_config(self.config),
             "config_overrides": checkpoint.plain_value(self.config.external_config_dict),
             "epoch": epoch,
-            "cur_step": self.cur_step,
+            "cur_step": int(self.cur_step),
             "best_valid_score": float(self.best_valid_score),
             "best_valid_result": checkpoint.plain_value(dict(self.best_valid_result or {})),
             "state_dict": self.model.state_dict(),
             "other_parameter": checkpoint.plain_value(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
-            "grad_norms": list(self.grad_norms),
+            "grad_norms": [float(g) for g in self.grad_norms],
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

@@ -26,11 +26,15 @@ def _fail(key, value, allowed):
     raise ConfigError(f"invalid value for [{key}]: {value!r}; allowed: {allowed}")
 
 
-def validate_model_config(cfg, allowed_refine_modes=None):
+# M_stoc turns attention rows into Gaussians: defined for the stochastic (STOSA) family only
+REFINE_MODES_BY_MODEL = {"AWRSR-SASRec": ("none", "simp", "value", "add")}
+
+
+def validate_model_config(cfg):
     """Check the keys that recbole_attn models read; raise :class:`ConfigError` on the first bad one."""
     for key, choices in CHOICES.items():
-        if key == "refine_mode" and allowed_refine_modes is not None:
-            choices = allowed_refine_modes
+        if key == "refine_mode":
+            choices = REFINE_MODES_BY_MODEL.get(cfg.get("model"), choices)
         value = cfg.get(key)
         if value is not None and value not in choices:
             _fail(key, value, " | ".join(choices))

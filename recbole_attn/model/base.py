@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from recbole_attn.data.dataset import LOSS_START
 from recbole_attn.layers.encoder import TransformerBlock, TransformerStack
-from recbole_attn.model.sequence import left_to_right, right_to_left
+from recbole_attn.model.sequence import align, causal_padding_mask, left_to_right, position_targets
 
 
 class AttentionSequentialRecommender(SequentialRecommender):
@@ -81,34 +81,14 @@ class AttentionSequentialRecommender(SequentialRecommender):
             module.bias.data.zero_()
 
     # ----- encoding --------------------------------------------------------------------
-    def layout(self, item_seq, item_seq_len):
-        """Trim all-padding columns and arrange the batch in this model's layout.
-
-        Returns ``(item_seq [B, W], positions [W])`` where ``positions`` are the absolute
-        slots of the columns in the ``MAX_ITEM_LIST_LENGTH`` layout."""
-        width = max(int(item_seq_len.max()), 1)
-        item_seq = item_seq[:, :width]
-        if self.pad_side == "left":
-            item_seq = right_to_left(item_seq, item_seq_len)
-            positions = torch.arange(self.max_seq_length - width, self.max_seq_length, device=item_seq.device)
-        else:
-            positions = torch.arange(width, device=item_seq.device)
-        return item_seq, positions
-
-    def attention_mask(self, item_seq):
-        """Boolean ``[B, 1, W, W]``: causal and key-not-padding."""
-        width = item_seq.size(1)
-        causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=item_seq.device))
-        return (item_seq != 0)[:, None, None, :] & causal
-
     def embed(self, item_seq, positions):
         input_emb = self.item_embedding(item_seq) + self.position_embedding(positions).unsqueeze(0)
         return self.dropout(self.LayerNorm(input_emb))
 
     def encode(self, item_seq, item_seq_len):
         """Hidden states of every position, ``[B, W, H]``, in RecBole's right-padded layout."""
-        seq, positions = self.layout(item_seq, item_seq_len)
-        hidden = self.trm_encoder(self.embed(seq, positions), self.attention_mask(seq), positions)
+        seq, positions = align(item_seq, item_seq_len, self.pad_side, self.max_seq_length)
+        hidden = self.trm_encoder(self.embed(seq, positions), causal_padding_mask(seq), positions)
         if self.pad_side == "left":
             hidden = left_to_right(hidden, item_seq_len)
         return hidden
@@ -133,20 +113,9 @@ class AttentionSequentialRecommender(SequentialRecommender):
         logits = torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))
         return self.loss_fct(logits, pos_items)
 
-    def position_targets(self, interaction):
-        """``(targets [B, W], loss_mask [B, W])`` of an all-position row: position p predicts
-        the item at p+1, the last valid position predicts the row's target item."""
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        width = max(int(item_seq_len.max()), 1)
-        targets = F.pad(item_seq[:, 1:width], (0, 1))
-        targets = targets.scatter(1, (item_seq_len - 1).unsqueeze(1), interaction[self.POS_ITEM_ID].unsqueeze(1))
-        cols = torch.arange(width, device=item_seq.device).unsqueeze(0)
-        loss_mask = (cols >= interaction[LOSS_START].unsqueeze(1)) & (cols < item_seq_len.unsqueeze(1))
-        return targets, loss_mask
-
     def all_position_loss(self, interaction):
-        targets, loss_mask = self.position_targets(interaction)
+        targets, loss_mask = position_targets(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                              interaction[self.POS_ITEM_ID], interaction[LOSS_START])
         hidden = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return self.position_loss(hidden[loss_mask], targets[loss_mask])
 

@@ -19,3 +19,40 @@ def right_to_left(seq, lengths):
 def left_to_right(seq, lengths):
     """Inverse of :func:`right_to_left`."""
     return _roll_rows(seq, seq.size(1) - lengths)
+
+
+def align(item_seq, item_seq_len, pad_side, max_seq_length):
+    """Trim all-padding columns and arrange a right-padded batch in a model's layout.
+
+    Returns ``(item_seq [B, W], positions [W])``, ``positions`` being the absolute slots of the
+    columns in the ``max_seq_length`` layout: ``0..W-1`` for ``right`` (RecBole's layout) and
+    ``n-W..n-1`` for ``left`` (newest item in slot ``n-1``, as the official PARec/FPARec/STOSA
+    code). Computing on ``W`` columns gives the same values as on ``n``: the extra columns are
+    padding that causal, key-masked attention never reads."""
+    width = max(int(item_seq_len.max()), 1)
+    item_seq = item_seq[:, :width]
+    if pad_side == "left":
+        item_seq = right_to_left(item_seq, item_seq_len)
+        positions = torch.arange(max_seq_length - width, max_seq_length, device=item_seq.device)
+    else:
+        positions = torch.arange(width, device=item_seq.device)
+    return item_seq, positions
+
+
+def causal_padding_mask(item_seq):
+    """Boolean ``[B, 1, W, W]``: query i may attend to key j iff ``j <= i`` and j is an item."""
+    width = item_seq.size(1)
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=item_seq.device))
+    return (item_seq != 0)[:, None, None, :] & causal
+
+
+def position_targets(item_seq, item_seq_len, target_item, loss_start):
+    """``(targets [B, W], loss_mask [B, W])`` of all-position rows (right-padded layout):
+    position p predicts the item at p+1, the last valid position predicts ``target_item``;
+    positions ``< loss_start`` and padding carry no loss."""
+    width = max(int(item_seq_len.max()), 1)
+    targets = torch.nn.functional.pad(item_seq[:, 1:width], (0, 1))
+    targets = targets.scatter(1, (item_seq_len - 1).unsqueeze(1), target_item.unsqueeze(1))
+    cols = torch.arange(width, device=item_seq.device).unsqueeze(0)
+    loss_mask = (cols >= loss_start.unsqueeze(1)) & (cols < item_seq_len.unsqueeze(1))
+    return targets, loss_mask
