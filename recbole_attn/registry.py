@@ -63,7 +63,9 @@ def get_model(model_name):
 
     try:
         return get_recbole_model(model_name)
-    except ValueError:
+    # RecBole raises ValueError for unknown names, AttributeError for a wrong case, and
+    # ImportError when probing its optional exlib models (lightgbm, xgboost) on the way
+    except (ValueError, AttributeError, ImportError):
         raise ConfigError(
             f"model [{model_name}] is neither a recbole_attn model "
             f"({', '.join(_available_plugin_models())}) nor a RecBole model"

@@ -41,7 +41,10 @@ class CheckpointMixin:
         if cpu_ddp:
             config["single_spec"] = False
             self.distributed_model = torch.nn.parallel.DistributedDataParallel(self.model)
-        run_id = f"{get_local_time()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        run_id = [f"{get_local_time()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"]
+        if not single_spec:  # all DDP ranks must name rank 0's checkpoint file
+            torch.distributed.broadcast_object_list(run_id, src=0)
+        run_id = run_id[0]
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{run_id}.pth")
         self.last_checkpoint_file = self.saved_model_file[: -len(".pth")] + "-last.pth"
         self.grad_norms = []  # per epoch
@@ -145,6 +148,8 @@ class CheckpointMixin:
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
+            if not self.config["single_spec"]:
+                torch.distributed.barrier()  # rank 0 writes the file the other ranks read
             checkpoint_file = model_file or self.saved_model_file
             state = checkpoint.load(checkpoint_file, map_location=self.device)
             check_compatible(state, self.config, self.model, checkpoint_file)

@@ -228,6 +228,6 @@ class CausalTokenMixing(nn.Module):
         w1 = self.W1[positions][:, positions].masked_fill(~causal, 0)
         w2 = self.W2[positions][:, positions].masked_fill(~causal, 0)
         x = hidden * valid
-        h = F.gelu(torch.einsum("mj,bjc->bmc", w1, x) + self.b1[positions, None]) * valid
-        y = torch.einsum("im,bmc->bic", w2, h) + self.b2[positions, None]
+        h = F.gelu(torch.matmul(w1, x) + self.b1[positions, None]) * valid
+        y = torch.matmul(w2, h) + self.b2[positions, None]
         return self.LayerNorm(self.dropout(y) + hidden)

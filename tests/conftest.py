@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny synthetic atomic dataset and model builders.
+
+RecBole's Config reads ``--key=value`` from ``sys.argv``; tests build configs with
+``read_cmd_line=False`` so pytest's own options never leak into them.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_RAW = REPO.parent / "shared" / "data" / "raw"
+
+TINY = {
+    "epochs": 1,
+    "MAX_ITEM_LIST_LENGTH": 8,
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 2,
+    "n_heads": 2,
+    "train_batch_size": 64,
+    "eval_batch_size": 256,
+    "use_gpu": False,
+    "state": "ERROR",
+    "show_progress": False,
+    "fpa_rank": 3,
+    "hidden_dropout_prob": 0.1,
+    "attn_dropout_prob": 0.1,
+}
+
+
+def write_tiny_dataset(folder, name="tiny", n_users=30, n_items=40, max_len=25, seed=0):
+    """Users with 1..max_len interactions (some longer than MAX_ITEM_LIST_LENGTH)."""
+    rng = np.random.default_rng(seed)
+    path = Path(folder) / name
+    path.mkdir(parents=True, exist_ok=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(1, n_users + 1):
+        length = int(rng.integers(1, max_len + 1)) if u > 3 else [1, 2, max_len][u - 1]
+        for t, item in enumerate(rng.integers(1, n_items + 1, size=length)):
+            lines.append(f"{u}\t{item}\t{t}")
+    (path / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def saved_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("saved"))
+
+
+def tiny_config(data_path, checkpoint_dir, **overrides):
+    cfg = dict(TINY, data_path=data_path, checkpoint_dir=checkpoint_dir)
+    cfg.update(overrides)
+    return cfg
+
+
+def build(model, data_path, checkpoint_dir, dataset="tiny", **overrides):
+    """``(config, model, train, valid, test)`` for a tiny config."""
+    from recbole_attn.quick_start import prepare
+
+    return prepare(model, dataset, config_dict=tiny_config(data_path, checkpoint_dir, **overrides),
+                   read_cmd_line=False, log=False)
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    """Run ``run_recbole_attn.py`` as a user would; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(REPO / "run_recbole_attn.py"), *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
