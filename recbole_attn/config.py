@@ -65,6 +65,16 @@ class Config(RecBoleConfig):
         self._read_cmd_line = read_cmd_line
         super().__init__(model, dataset, config_file_list, config_dict)
 
+    def _convert_config_dict(self, config_dict):
+        # RecBole eval()s every string value inside this method, so a plain word that names one
+        # of its local variables silently becomes something else: `refine_mode: value` turned
+        # into the previous key's value. Plain words stay strings (true/false/none as RecBole).
+        words = {key: v for key, v in config_dict.items()
+                 if isinstance(v, str) and v.isidentifier() and v.lower() not in ("true", "false", "none")}
+        converted = super()._convert_config_dict({k: v for k, v in config_dict.items() if k not in words})
+        converted.update(words)
+        return converted
+
     def _load_cmd_line(self):
         if not self._read_cmd_line:
             return dict()
@@ -128,7 +138,7 @@ class Config(RecBoleConfig):
         dataset = self.final_config_dict["dataset"]
         if dataset == "ml-100k" or self.final_config_dict.get("benchmark_filename"):
             return  # ml-100k ships inside recbole
-        folder = os.path.join(self.final_config_dict["data_path"], dataset)
+        folder = self.final_config_dict["data_path"]  # RecBole has appended the dataset name
         if os.path.isfile(os.path.join(folder, f"{dataset}.inter")):
             return
         how = CONVERT_COMMANDS.get(

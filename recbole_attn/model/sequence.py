@@ -28,9 +28,12 @@ def align(item_seq, item_seq_len, pad_side, max_seq_length):
     columns in the ``max_seq_length`` layout: ``0..W-1`` for ``right`` (RecBole's layout) and
     ``n-W..n-1`` for ``left`` (newest item in slot ``n-1``, as the official PARec/FPARec/STOSA
     code). Computing on ``W`` columns gives the same values as on ``n``: the extra columns are
-    padding that causal, key-masked attention never reads."""
+    padding that causal, key-masked attention never reads. Slots at or beyond ``item_seq_len``
+    are set to 0 (padding) whatever they hold."""
     width = max(int(item_seq_len.max()), 1)
-    item_seq = item_seq[:, :width]
+    cols = torch.arange(width, device=item_seq.device).unsqueeze(0)
+    # whatever a padding slot holds, it is padding: the mask is built from item ids
+    item_seq = item_seq[:, :width] * (cols < item_seq_len.unsqueeze(1))
     if pad_side == "left":
         item_seq = right_to_left(item_seq, item_seq_len)
         positions = torch.arange(max_seq_length - width, max_seq_length, device=item_seq.device)

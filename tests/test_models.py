@@ -1,0 +1,177 @@
+"""The SASRec family: causality, padding, widths, parameter counts, losses, save/load, CLI."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_attn import checkpoint
+from tests.conftest import build, run_cli
+
+# (registry name, config overrides): every attention type and refinement mode
+VARIANTS = [
+    ("SASRecAttn", {}),
+    ("PARec", {}),
+    ("PARec", {"attn_pattern": "average"}),
+    ("PARec", {"attn_pattern": "linear"}),
+    ("PARec", {"attn_pattern": "exponential"}),
+    ("FPARec", {}),
+    ("LinearAttnRec", {}),
+    ("TokenMixRec", {}),
+    ("AWRSR-SASRec", {"refine_mode": "simp"}),
+    ("AWRSR-SASRec", {"refine_mode": "value"}),
+    ("AWRSR-SASRec", {"refine_mode": "add"}),
+    ("AWRSR-SASRec", {"refine_mode": "simp", "refine_input": "probs", "refine_per_head": True}),
+    ("AWRSR-SASRec", {"refine_mode": "value", "refine_input": "probs", "refine_init": "identity"}),
+]
+IDS = [name + "".join(f"-{v}" for v in o.values()) for name, o in VARIANTS]
+N = 8  # MAX_ITEM_LIST_LENGTH of the tiny config
+
+
+def make_batch(n_items, lengths, width=N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        seq[row, :length] = torch.randint(1, n_items, (length,), generator=g)
+    return seq, torch.tensor(lengths)
+
+
+@pytest.fixture(scope="module", params=["right", "left"])
+def pad_side(request):
+    return request.param
+
+
+def eval_model(name, overrides, tiny_data, saved_dir, **more):
+    _, model, train, _, _ = build(name, tiny_data, saved_dir, **dict(overrides, **more))
+    return model.eval(), train
+
+
+@pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)
+def test_no_leakage_from_future_items_or_padding(name, overrides, tiny_data, saved_dir, pad_side):
+    model, _ = eval_model(name, overrides, tiny_data, saved_dir, pad_side=pad_side)
+    seq, lens = make_batch(model.n_items, [N, 5, 1, 3])
+    with torch.no_grad():
+        base = model.encode(seq, lens)
+        for t in range(N - 1):
+            changed = seq.clone()
+            for row, length in enumerate(lens.tolist()):
+                if t + 1 < length:
+                    changed[row, t + 1:length] = torch.randint(1, model.n_items, (length - t - 1,))
+            out = model.encode(changed, lens)
+            assert torch.allclose(out[:, :t + 1], base[:, :t + 1], atol=1e-6), f"position {t} sees the future"
+        garbage = seq.clone()
+        for row, length in enumerate(lens.tolist()):
+            garbage[row, length:] = torch.randint(1, model.n_items, (N - length,))
+        out = model.encode(garbage, lens)
+        for row, length in enumerate(lens.tolist()):
+            assert torch.allclose(out[row, :length], base[row, :length], atol=1e-6), "padding leaks"
+
+
+@pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)
+def test_every_batch_width_gives_the_same_outputs(name, overrides, tiny_data, saved_dir, pad_side):
+    model, _ = eval_model(name, overrides, tiny_data, saved_dir, pad_side=pad_side)
+    seq, lens = make_batch(model.n_items, [N, 4, 1])
+    with torch.no_grad():
+        full = model.forward(seq, lens)
+        assert full.shape == (3, model.hidden_size) and torch.isfinite(full).all()
+        for row, length in enumerate(lens.tolist()):
+            alone = model.forward(seq[row:row + 1, :max(length, 1)], lens[row:row + 1])
+            assert torch.allclose(alone[0], full[row], atol=1e-5), f"width {length} differs from width {N}"
+        scores = model.full_sort_predict({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: lens})
+        assert scores.shape == (3, model.n_items) and torch.isfinite(scores).all()
+
+
+def attention_params(model):
+    layer = model.trm_encoder.layer[0].multi_head_attention
+    return sum(p.numel() for name, p in layer.named_parameters()
+               if not name.endswith("bias") and not name.startswith(("dense", "LayerNorm")))
+
+
+@pytest.mark.parametrize("name,overrides,formula", [
+    ("SASRecAttn", {}, lambda d, n, k: 3 * d * d),
+    ("PARec", {}, lambda d, n, k: d * d + n * n),
+    ("FPARec", {}, lambda d, n, k: d * d + 2 * k * n),
+    ("AWRSR-SASRec", {"refine_mode": "simp"}, lambda d, n, k: 3 * d * d + 2 * n * n),
+    ("AWRSR-SASRec", {"refine_mode": "add"}, lambda d, n, k: 3 * d * d + 2 * n * n),
+    ("AWRSR-SASRec", {"refine_mode": "value"}, lambda d, n, k: 3 * d * d + 3 * n * n),
+], ids=["SASRec", "PARec", "FPARec", "AWRSR-simp", "AWRSR-add", "AWRSR-value"])
+def test_attention_parameter_counts_match_the_papers(name, overrides, formula, tiny_data, saved_dir):
+    """FPARec Table 1 (per layer and head, biases aside; the output projection is RecBole's
+    common extra) and AWRSR §3.5 (2n^2 or 3n^2 more per layer)."""
+    model, _ = eval_model(name, overrides, tiny_data, saved_dir, n_heads=1)
+    d, n, k = model.hidden_size, model.max_seq_length, 3
+    assert attention_params(model) == formula(d, n, k)
+    multi, _ = eval_model(name, overrides, tiny_data, saved_dir, n_heads=2)
+    per_head = {"PARec": n * n, "FPARec": 2 * k * n}.get(name, 0)
+    assert attention_params(multi) == formula(d, n, k) + per_head  # positional R is per head
+
+
+def test_refine_mode_none_is_exactly_the_backbone(tiny_data, saved_dir):
+    backbone, _ = eval_model("SASRecAttn", {}, tiny_data, saved_dir, pad_side="left")
+    plain, _ = eval_model("AWRSR-SASRec", {"refine_mode": "none"}, tiny_data, saved_dir, pad_side="left")
+    a, b = backbone.state_dict(), plain.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    seq, lens = make_batch(backbone.n_items, [N, 3])
+    with torch.no_grad():
+        assert torch.equal(backbone.encode(seq, lens), plain.encode(seq, lens))
+
+
+@pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)
+def test_loss_decreases_on_a_fixed_batch(name, overrides, tiny_data, saved_dir):
+    model, train = eval_model(name, overrides, tiny_data, saved_dir)
+    batch = next(iter(train))
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+@pytest.mark.parametrize("loss_type", ["CE", "BPR"])
+def test_both_losses_train_in_both_modes(loss_type, tiny_data, saved_dir):
+    for mode in ("seq2seq", "augment"):
+        model, train = eval_model("FPARec", {}, tiny_data, saved_dir, loss_type=loss_type, train_mode=mode)
+        batch = next(iter(train))
+        assert ("loss_start" in batch) == (mode == "seq2seq")
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        assert torch.isfinite(loss) and model.item_embedding.weight.grad is not None
+
+
+@pytest.mark.parametrize("name,overrides", VARIANTS[::3], ids=IDS[::3])
+def test_save_load_gives_identical_full_sort_scores(name, overrides, tiny_data, saved_dir, tmp_path):
+    from recbole_attn.quick_start import load_data_and_model, run_recbole_attn
+    from tests.conftest import tiny_config
+
+    result = run_recbole_attn(name, "tiny", config_dict=tiny_config(tiny_data, str(tmp_path), **overrides),
+                              read_cmd_line=False, verbose=False)
+    state = checkpoint.load(result["saved_model_file"])
+    config, model, _, _, _, test = load_data_and_model(result["saved_model_file"])
+    assert config["model"] == name
+    for key, value in overrides.items():
+        assert config[key] == value
+    model.eval()
+    batch = next(iter(test))[0]
+    _, fresh, _, _, _ = build(name, tiny_data, str(tmp_path), seed=123, **overrides)
+    fresh.eval()
+    with torch.no_grad():
+        before = fresh.full_sort_predict(batch)
+        fresh.load_state_dict(state["state_dict"])
+        assert torch.equal(fresh.full_sort_predict(batch), model.full_sort_predict(batch))
+        assert not torch.equal(before, model.full_sort_predict(batch))
+
+
+@pytest.mark.parametrize("name", ["PARec", "LinearAttnRec", "TokenMixRec", "AWRSR-SASRec", "SASRecAttn"])
+def test_each_model_trains_one_epoch_through_the_cli(name, tmp_path):
+    proc = run_cli(f"--model={name}", "--dataset=ml-100k", "--epochs=1", "--MAX_ITEM_LIST_LENGTH=5",
+                   "--hidden_size=16", "--inner_size=32", "--n_layers=1", "--n_heads=1", "--use_gpu=False",
+                   "--train_batch_size=256", f"--checkpoint_dir={tmp_path}", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "test result" in out and "Traceback" not in out
