@@ -9,12 +9,12 @@ import sys
 from logging import getLogger
 
 import torch.distributed as dist
-from recbole.data import data_preparation
+
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_attn import checkpoint, registry
 from recbole_attn.config import Config
-from recbole_attn.data.utils import create_dataset
+from recbole_attn.data.utils import create_dataset, data_preparation
 
 
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, read_cmd_line=True,

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+N_TINY = 8  # MAX_ITEM_LIST_LENGTH of the tiny config
 SHARED_RAW = REPO.parent / "shared" / "data" / "raw"
 
 TINY = {
     "epochs": 1,
-    "MAX_ITEM_LIST_LENGTH": 8,
+    "MAX_ITEM_LIST_LENGTH": N_TINY,
     "hidden_size": 16,
     "inner_size": 32,
     "n_layers": 2,
