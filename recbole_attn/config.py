@@ -115,7 +115,9 @@ class Config(RecBoleConfig):
             cfg["data_path"] = default_data_path()
         # CE needs no sampled negatives; BPR needs one per row (RecBole's default) unless told otherwise.
         if "train_neg_sample_args" not in external:
-            if cfg.get("loss_type") == "BPR":
+            if plugin and cfg.get("train_mode") == "seq2seq":
+                cfg["train_neg_sample_args"] = None  # seq2seq models draw one negative per position
+            elif cfg.get("loss_type") == "BPR":
                 cfg["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0,
                                                 "dynamic": False, "candidate_num": 0}
             elif cfg.get("loss_type") == "CE":
@@ -131,7 +133,7 @@ class Config(RecBoleConfig):
         if plugin:
             from recbole_attn.validation import validate_model_config
 
-            validate_model_config(cfg)
+            validate_model_config(cfg, explicit=external)
         self._check_dataset_files()
 
     def _check_dataset_files(self):

@@ -28,10 +28,24 @@ def _fail(key, value, allowed):
 
 # M_stoc turns attention rows into Gaussians: defined for the stochastic (STOSA) family only
 REFINE_MODES_BY_MODEL = {"AWRSR-SASRec": ("none", "simp", "value", "add")}
+# keys that change only these models: setting them for another model would be silently ignored
+READ_BY = {
+    "refine_mode": ("AWRSR-SASRec", "AWRSR-STOSA"),
+    "attn_pattern": ("PARec", "FPARec"),
+}
+INERT = {"refine_mode": "none", "attn_pattern": "learned"}
 
 
-def validate_model_config(cfg):
-    """Check the keys that recbole_attn models read; raise :class:`ConfigError` on the first bad one."""
+def validate_model_config(cfg, explicit=()):
+    """Check the keys that recbole_attn models read; raise :class:`ConfigError` on the first bad one.
+
+    ``explicit`` are the keys the user set (files, dict, command line), as opposed to defaults."""
+    for key, models in READ_BY.items():
+        if key in explicit and cfg.get("model") not in models and cfg.get(key) not in (None, INERT[key]):
+            raise ConfigError(
+                f"[{key}] is only read by {' and '.join(models)}; model [{cfg.get('model')}] would ignore "
+                f"{key}={cfg.get(key)!r}"
+            )
     for key, choices in CHOICES.items():
         if key == "refine_mode":
             choices = REFINE_MODES_BY_MODEL.get(cfg.get("model"), choices)

@@ -154,7 +154,26 @@ class LinearAttentionScorer(nn.Module):
         return sim / (sim.sum(dim=-1, keepdim=True) + self.eps)
 
 
-class SelfAttention(nn.Module):
+class AttentionSublayer(nn.Module):
+    """What every attention sublayer shares: scores from ``self.scorer``, optionally refined by
+    ``self.refiner`` (AWRSR), and the last weights kept for plots when ``keep_attention`` is set."""
+
+    def attention_weights(self, hidden, mask, positions):
+        """Returns ``(A, weights)``: the scorer's scores and the weights applied to the values."""
+        scores = self.scorer(hidden, positions)
+        if self.refiner is not None:
+            weights = self.refiner(scores, mask, positions, self.scorer.normalize)
+        else:
+            weights = self.scorer.normalize(scores, mask)
+        if self.keep_attention:
+            self.last_attention = {
+                "A": self.scorer.normalize(scores, mask).detach(),
+                "B": weights.detach() if self.refiner is not None else None,
+            }
+        return scores, weights
+
+
+class SelfAttention(AttentionSublayer):
     """Multi-head self-attention sublayer with a swappable scorer and an optional refiner.
 
     Parameter registration order (scorer's query/key, value, output dense, LayerNorm) equals
@@ -176,22 +195,8 @@ class SelfAttention(nn.Module):
         self.keep_attention = False  # set True to keep the last weights (for plots)
         self.last_attention = None
 
-    def attention_weights(self, hidden, mask, positions):
-        """Returns ``(A, weights)``: the scorer's scores and the weights applied to the values."""
-        scores = self.scorer(hidden, positions)
-        if self.refiner is not None:
-            weights = self.refiner(scores, mask, positions, self.scorer.normalize)
-        else:
-            weights = self.scorer.normalize(scores, mask)
-        return scores, weights
-
     def forward(self, hidden, mask, positions):
-        scores, weights = self.attention_weights(hidden, mask, positions)
-        if self.keep_attention:
-            self.last_attention = {
-                "A": self.scorer.normalize(scores, mask).detach(),
-                "B": weights.detach() if self.refiner is not None else None,
-            }
+        _, weights = self.attention_weights(hidden, mask, positions)
         value = split_heads(self.value(hidden), self.n_heads)
         context = merge_heads(torch.matmul(self.attn_dropout(weights), value))
         out = self.out_dropout(self.dense(context))

@@ -31,20 +31,9 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from recbole_attn.layers.attention import masked_softmax
-
-
-def wasserstein_rows(mu_q, var_q, mu_k, var_k):
-    """Squared 2-Wasserstein distance between diagonal Gaussians, all pairs of rows:
-    ``||mu_q - mu_k||^2 + ||sqrt(var_q) - sqrt(var_k)||^2``, shape ``[..., Lq, Lk]``.
-
-    Computed as a difference of pairwise squared Euclidean distances (``cdist``), clamped at
-    0 against rounding."""
-    mean_part = torch.cdist(mu_q, mu_k, p=2.0).pow(2)
-    cov_part = torch.cdist(var_q.clamp_min(1e-24).sqrt(), var_k.clamp_min(1e-24).sqrt(), p=2.0).pow(2)
-    return (mean_part + cov_part).clamp_min(0.0)
+from recbole_attn.layers.stochastic import positive, wasserstein_pairwise
 
 
 class AttentionRefinement(nn.Module):
@@ -85,8 +74,8 @@ class AttentionRefinement(nn.Module):
         if self.mode == "stoc":
             w_mu, w_sigma = self.W_mu[:, positions], self.W_sigma[:, positions]
             mu = torch.matmul(a, w_mu)
-            var = F.elu(torch.matmul(a, w_sigma)) + 1
-            refined = -wasserstein_rows(mu, var, mu, var) / self.scale
+            var = positive(torch.matmul(a, w_sigma))
+            refined = -wasserstein_pairwise(mu, var, mu, var) / self.scale
             return masked_softmax(refined, mask)
         q = torch.matmul(a, self.W_RQ[:, positions])  # [B, H, L, n]
         k = torch.matmul(a, self.W_RK[:, positions])

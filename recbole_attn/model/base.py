@@ -29,6 +29,9 @@ from recbole_attn.model.sequence import align, causal_padding_mask, left_to_righ
 class AttentionSequentialRecommender(SequentialRecommender):
     # most logits materialised at once by the all-position CE loss (floats)
     CE_CHUNK_ELEMENTS = 2 ** 25
+    # most attention entries (rows x heads x W x W) materialised at once when scoring: RecBole
+    # sends eval_batch_size (4096) users per full-sort batch, 1.3 GB per matrix at W=200
+    SCORE_CHUNK_ELEMENTS = 2 ** 25
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -138,13 +141,23 @@ class AttentionSequentialRecommender(SequentialRecommender):
         return total / hidden.size(0)
 
     # ----- scoring ---------------------------------------------------------------------
+    def sequence_output(self, interaction):
+        """:meth:`forward` over an evaluation batch, in chunks of bounded attention size."""
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        width = max(int(item_seq_len.max()), 1)
+        rows = max(1, self.SCORE_CHUNK_ELEMENTS // (self.n_heads * width * width))
+        if len(item_seq_len) <= rows:
+            return self.forward(item_seq, item_seq_len)
+        return torch.cat([self.forward(item_seq[i:i + rows], item_seq_len[i:i + rows])
+                          for i in range(0, len(item_seq_len), rows)])
+
     def predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        seq_output = self.sequence_output(interaction)
         test_item_emb = self.item_embedding(interaction[self.ITEM_ID])
         return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
 
     def full_sort_predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        seq_output = self.sequence_output(interaction)
         return torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))  # [B n_items]
 
     # ----- introspection (plots) -------------------------------------------------------

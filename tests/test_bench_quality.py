@@ -1,0 +1,181 @@
+"""``python -m recbole_attn.bench quality``: paper anchors, row plan, results file, and a smoke run
+on a tiny dataset (1 epoch, 1 seed, 2 rows) that never needs ``../shared``."""
+
+import json
+import os
+
+import pytest
+
+from recbole_attn.bench import anchors, quality
+from recbole_attn.bench.__main__ import main as bench_main
+from tests.conftest import SHARED_RAW, write_tiny_dataset
+
+TINY_SET = ["MAX_ITEM_LIST_LENGTH=8", "hidden_size=16", "inner_size=16", "fpa_rank=4", "use_gpu=False",
+            "train_batch_size=64", "eval_batch_size=256", "state=ERROR"]
+
+
+def _tiny_args(data, results, *extra):
+    args = ["quality", "--dataset", "tiny", "--data_path", str(data), "--anchors-from", "ml-1m",
+            "--tables", "fparec-t3", "--models", "SASRecAttn,FPARec", "--seeds", "1", "--epochs", "1",
+            "--results", str(results)]
+    for item in TINY_SET:
+        args += ["--set", item]
+    return args + list(extra)
+
+
+def _table_lines(text):
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def _cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+# ----- anchors -----------------------------------------------------------------------------------
+
+
+def test_anchor_values_match_the_papers():
+    assert anchors.anchor("fparec-t3", "ml-1m", "FPARec") == {"hit@10": 0.2419, "ndcg@10": 0.1232}
+    assert anchors.anchor("fparec-t3", "ml-1m", "Linear Attention")["ndcg@10"] == 0.1089
+    assert anchors.anchor("fparec-t3", "beauty", "SASRec") == {"hit@10": 0.0813, "ndcg@10": 0.0405}
+    assert anchors.anchor("fparec-t3", "beauty", "Token Mixing")["hit@10"] == 0.0798
+    assert anchors.anchor("fparec-t4", "ml-1m", "+Exponential Annealing") == {"hit@10": 0.2386, "ndcg@10": 0.1283}
+    assert anchors.anchor("fparec-t4", "ml-1m", "+Average")["hit@10"] == 0.2025
+    assert anchors.anchor("fparec-s4.7", "ml-1m", "FPARec (n=200)") == {"hit@10": 0.2351}
+    assert anchors.anchor("awrsr-t2", "ml-1m", "SASRec Original") == \
+        {"recall@1": 0.0265, "recall@5": 0.0959, "ndcg@5": 0.0616}
+    assert anchors.anchor("awrsr-t2", "ml-1m", "STOSA M_value")["recall@1"] == 0.0246
+    assert anchors.anchor("awrsr-t2", "ml-1m", "STOSA M_stoc")["ndcg@5"] == 0.0478
+    # AWRSR's Beauty is another dataset than ours: no anchors, and a stated reason
+    assert anchors.anchor("awrsr-t2", "beauty", "SASRec Original") is None
+    assert "not comparable" in anchors.NOT_COMPARABLE["awrsr-t2"]["beauty"]
+
+
+def test_every_row_has_its_anchor_and_settings_file():
+    for row in quality.ROWS:
+        metrics = anchors.TABLES[row.table][2]
+        assert row.anchor is not None and set(row.anchor) == set(metrics), row
+        settings = quality.load_paper_settings(row.family, row.dataset)
+        assert isinstance(settings["learning_rate"], float)  # 1e-3 style values read as numbers
+        assert settings["stopping_step"] == 20
+        assert settings["valid_metric"] == ("NDCG@5" if row.table == "awrsr-t2" else "NDCG@10")
+        assert {1, 5, 10} <= set(settings["topk"]) and {"Recall", "NDCG", "Hit"} <= set(settings["metrics"])
+
+
+def test_plan_shares_runs_between_rows_and_tracks_settings():
+    rows = quality.select_rows("ml-1m", models=["FPARec"])
+    assert {r.table for r in rows} == {"fparec-t3", "fparec-t4", "fparec-s4.7"}
+    planned = quality.plan_rows(rows, "ml-1m", 200, {})
+    by_table = {p.row.table: p for p in planned}
+    assert by_table["fparec-t3"].signature == by_table["fparec-t4"].signature  # same settings, same runs
+    assert by_table["fparec-t3"].config["MAX_ITEM_LIST_LENGTH"] == 500
+    assert by_table["fparec-s4.7"].config["MAX_ITEM_LIST_LENGTH"] == 200
+    assert len(quality.plan_runs(planned, [2020, 2021])) == 4
+    changed = quality.plan_rows(rows[:1], "ml-1m", 200, {"learning_rate": 1e-4})[0]
+    assert changed.signature != planned[0].signature
+    assert all(p.mode == "seq2seq" for p in planned)
+    # opt-in row: RecBole's SASRec (prefix rows) only when asked for
+    assert not any(r.extra for r in quality.select_rows("ml-1m"))
+    extra = quality.plan_rows(quality.select_rows("beauty", models=["SASRec (RecBole)"]), "beauty", 5, {})
+    assert [(p.row.model, p.mode) for p in extra] == [("SASRec", "augment")]
+
+
+# ----- command -----------------------------------------------------------------------------------
+
+
+def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # RecBole's log/ folders
+    data = write_tiny_dataset(tmp_path / "data")
+    results, out_md = tmp_path / "results" / "quality-tiny.json", tmp_path / "table.md"
+
+    assert bench_main(_tiny_args(data, results, "--out", str(out_md))) == 0
+    first = capsys.readouterr()
+    lines = _table_lines(first.out)
+    assert _cells(lines[0]) == list(quality.TABLE_HEADER)
+    body = [dict(zip(quality.TABLE_HEADER, _cells(line))) for line in lines[2:]]
+    assert len(body) == 4  # 2 rows x (HR@10, NDCG@10)
+    assert [(b["Row"], b["Metric"]) for b in body] == [
+        ("SASRec", "HR@10"), ("SASRec", "NDCG@10"), ("FPARec", "HR@10"), ("FPARec", "NDCG@10")]
+    assert [b["Paper"] for b in body] == ["0.2346", "0.1186", "0.2419", "0.1232"]
+    for b in body:
+        assert b["Mode"] == "seq2seq" and b["Seeds"] == "1/1"
+        ours = float(b["Ours"])
+        assert 0.0 <= ours <= 1.0
+        assert float(b["Diff %"]) == pytest.approx((ours - float(b["Paper"])) / float(b["Paper"]) * 100, abs=0.1)
+    assert out_md.read_text().strip() == first.out.strip()
+    assert "not comparable" in first.out  # AWRSR's Beauty rows and why
+
+    data_json = json.loads(results.read_text())
+    assert len(data_json["runs"]) == 2
+    run = data_json["runs"][0]
+    for key in ("dataset", "model", "spec", "overrides", "seed", "train_mode", "epochs_run", "best_valid_result",
+                "test_result", "wall_time_s", "device", "date", "signature"):
+        assert key in run
+    assert run["epochs_run"] == 1 and run["seed"] == 2020 and run["dataset"] == "tiny"
+    assert "hit@10" in run["test_result"] and "ndcg@5" in run["test_result"]
+    assert not list(tmp_path.glob("results/*.pth"))
+
+    # started again: nothing is retrained, the file is untouched, the same table is printed
+    before = (results.read_bytes(), os.stat(results).st_mtime_ns)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(quality, "run_one", no_training)
+    assert bench_main(_tiny_args(data, results)) == 0
+    second = capsys.readouterr()
+    assert second.err.count("skipping") == 2
+    assert (results.read_bytes(), os.stat(results).st_mtime_ns) == before
+    assert _table_lines(second.out) == lines
+
+    # a changed setting is a new run: pending in the plan, nothing trained by --dry-run
+    assert bench_main(_tiny_args(data, results, "--set", "learning_rate=0.01", "--dry-run")) == 0
+    third = capsys.readouterr()
+    assert third.out.count("pending  ") == 2
+    assert "pending" in _cells(_table_lines(third.out)[2])[5]
+
+
+def test_bad_setting_stops_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny_dataset(tmp_path / "data")
+    results = tmp_path / "r.json"
+    assert bench_main(_tiny_args(data, results, "--set", "n_heads=3")) == 2
+    err = capsys.readouterr().err
+    assert any(line.startswith("error:") and "n_heads" in line for line in err.splitlines())
+    assert not results.exists()
+
+
+def test_user_errors(tmp_path, capsys):
+    assert bench_main(["quality", "--dataset", "tiny", "--data_path", str(tmp_path)]) == 2
+    assert "--anchors-from" in capsys.readouterr().err
+    assert bench_main(["quality", "--dataset", "ml-1m", "--data_path", str(tmp_path), "--raw",
+                       str(tmp_path / "nowhere"), "--results", str(tmp_path / "r.json")]) == 2
+    assert "raw data folder not found" in capsys.readouterr().err
+    assert bench_main(["quality", "--dataset", "beauty", "--tables", "fparec-t9", "--dry-run"]) == 2
+    assert "unknown table" in capsys.readouterr().err
+    assert bench_main(["nope"]) == 2
+    assert "unknown benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED_RAW / "beauty" / "Beauty.txt").is_file(), reason="../shared/data/raw absent")
+def test_beauty_is_converted_from_the_raw_folder(tmp_path):
+    stats = quality.ensure_dataset("beauty", tmp_path, SHARED_RAW)
+    assert (stats["users"], stats["items"], stats["interactions"]) == (22363, 12101, 198502)
+    assert quality.ensure_dataset("beauty", tmp_path, SHARED_RAW) is None  # already there
+
+
+def test_rows_of_a_missing_model_say_so(tmp_path, monkeypatch, capsys):
+    real = quality.model_status
+    monkeypatch.setattr(quality, "model_status",
+                        lambda name: (False, "not in the registry") if name == "AWRSR-STOSA" else real(name))
+    args = ["quality", "--dataset", "ml-1m", "--tables", "awrsr-t2", "--results", str(tmp_path / "r.json"),
+            "--dry-run"]
+    assert bench_main(args) == 0
+    out = capsys.readouterr().out
+    body = [dict(zip(quality.TABLE_HEADER, _cells(line))) for line in _table_lines(out)[2:]]
+    assert len(body) == 9 * 3
+    stosa = [b for b in body if b["Row"].startswith("STOSA")]
+    assert len(stosa) == 15 and all(b["Ours"] == "model not available" and b["Paper"] for b in stosa)
+    assert all(b["Ours"] == "pending" for b in body if b["Row"].startswith("SASRec"))
+    assert "model not available: AWRSR-STOSA (not in the registry)" in out
+    assert out.count("pending  ") == 4 * 3  # only the available model's runs are planned
