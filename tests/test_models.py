@@ -175,3 +175,20 @@ def test_each_model_trains_one_epoch_through_the_cli(name, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "test result" in out and "Traceback" not in out
+
+
+def test_scoring_in_chunks_equals_one_pass(tiny_data, saved_dir, monkeypatch):
+    """Large evaluation batches are scored in chunks of bounded attention size; same scores."""
+    from recbole_attn.model import sequence
+
+    model, _ = eval_model("FPARec", {}, tiny_data, saved_dir)
+    seq, lens = make_batch(model.n_items, [N, 5, 1, 3, 7, 2, 8])
+    batch = {model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: lens}
+    with torch.no_grad():
+        whole = model.full_sort_predict(batch)
+        monkeypatch.setattr(sequence, "SCORE_CHUNK_ELEMENTS", 2 * model.n_heads * N * N)  # 2 rows a chunk
+        calls = []
+        original = model.forward
+        monkeypatch.setattr(model, "forward", lambda *a: calls.append(1) or original(*a))
+        chunked = model.full_sort_predict(batch)
+    assert len(calls) == 4 and torch.allclose(whole, chunked, atol=1e-6)

@@ -23,15 +23,13 @@ from torch.utils.checkpoint import checkpoint
 
 from recbole_attn.data.dataset import LOSS_START
 from recbole_attn.layers.encoder import TransformerBlock, TransformerStack
-from recbole_attn.model.sequence import align, causal_padding_mask, left_to_right, position_targets
+from recbole_attn.model.sequence import (align, causal_padding_mask, forward_in_chunks, left_to_right,
+                                         position_targets)
 
 
 class AttentionSequentialRecommender(SequentialRecommender):
     # most logits materialised at once by the all-position CE loss (floats)
     CE_CHUNK_ELEMENTS = 2 ** 25
-    # most attention entries (rows x heads x W x W) materialised at once when scoring: RecBole
-    # sends eval_batch_size (4096) users per full-sort batch, 1.3 GB per matrix at W=200
-    SCORE_CHUNK_ELEMENTS = 2 ** 25
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -143,13 +141,8 @@ class AttentionSequentialRecommender(SequentialRecommender):
     # ----- scoring ---------------------------------------------------------------------
     def sequence_output(self, interaction):
         """:meth:`forward` over an evaluation batch, in chunks of bounded attention size."""
-        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        width = max(int(item_seq_len.max()), 1)
-        rows = max(1, self.SCORE_CHUNK_ELEMENTS // (self.n_heads * width * width))
-        if len(item_seq_len) <= rows:
-            return self.forward(item_seq, item_seq_len)
-        return torch.cat([self.forward(item_seq[i:i + rows], item_seq_len[i:i + rows])
-                          for i in range(0, len(item_seq_len), rows)])
+        return forward_in_chunks(self.forward, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                 self.n_heads)
 
     def predict(self, interaction):
         seq_output = self.sequence_output(interaction)

@@ -59,3 +59,21 @@ def position_targets(item_seq, item_seq_len, target_item, loss_start):
     cols = torch.arange(width, device=item_seq.device).unsqueeze(0)
     loss_mask = (cols >= loss_start.unsqueeze(1)) & (cols < item_seq_len.unsqueeze(1))
     return targets, loss_mask
+
+
+# most attention entries (rows x heads x W x W) materialised at once when scoring: RecBole sends
+# eval_batch_size (4096) users per full-sort batch, 1.3 GB per attention matrix at W=200
+SCORE_CHUNK_ELEMENTS = 2 ** 25
+
+
+def forward_in_chunks(forward, item_seq, item_seq_len, n_heads):
+    """``forward(item_seq, item_seq_len)`` over row chunks of bounded attention size; tensor or
+    tuple-of-tensors outputs are concatenated along the rows."""
+    width = max(int(item_seq_len.max()), 1)
+    rows = max(1, SCORE_CHUNK_ELEMENTS // (n_heads * width * width))
+    if len(item_seq_len) <= rows:
+        return forward(item_seq, item_seq_len)
+    parts = [forward(item_seq[i:i + rows], item_seq_len[i:i + rows]) for i in range(0, len(item_seq_len), rows)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts))
+    return torch.cat(parts)

@@ -42,7 +42,8 @@ from recbole_attn.errors import ConfigError
 from recbole_attn.layers.stochastic import (STOSABlock, STOSAStack, StochasticEmbedding, WassersteinScorer,
                                             WassersteinSelfAttention, wasserstein_distance,
                                             wasserstein_pairwise)
-from recbole_attn.model.sequence import align, causal_padding_mask, left_to_right, position_targets
+from recbole_attn.model.sequence import (align, causal_padding_mask, forward_in_chunks, left_to_right,
+                                         position_targets)
 
 
 class STOSA(SequentialRecommender):
@@ -149,13 +150,18 @@ class STOSA(SequentialRecommender):
         return loss
 
     # ----- scoring ---------------------------------------------------------------------
+    def sequence_output(self, interaction):
+        """:meth:`forward` over an evaluation batch, in chunks of bounded attention size."""
+        return forward_in_chunks(self.forward, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                 self.n_heads)
+
     def predict(self, interaction):
-        mean, cov = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        mean, cov = self.sequence_output(interaction)
         item_mean, item_cov = self.embedding.items(interaction[self.ITEM_ID])
         return -wasserstein_distance(mean, cov, item_mean, item_cov)  # [B]
 
     def full_sort_predict(self, interaction):
-        mean, cov = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        mean, cov = self.sequence_output(interaction)
         item_mean, item_cov = self.embedding.items()
         return -wasserstein_pairwise(mean, cov, item_mean, item_cov)  # [B, n_items], one batched computation
 
