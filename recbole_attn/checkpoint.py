@@ -94,10 +94,10 @@ def load(path, map_location="cpu"):
         raise CheckpointError(f"checkpoint [{path}] does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for foreign or corrupt files
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception:  # torch raises several types for foreign or corrupt files
         raise CheckpointError(
-            f"[{path}] is not a recbole_attn checkpoint (cannot be loaded safely: {first_line})"
+            f"[{path}] is not a recbole_attn checkpoint: not a PyTorch file, or it holds objects that "
+            "could only be loaded by running code from it (e.g. RecBole's own checkpoints), which is refused"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "state_dict" not in state:
         raise CheckpointError(f"[{path}] is not a recbole_attn checkpoint")

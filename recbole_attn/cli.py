@@ -6,6 +6,7 @@ Errors in user input are printed as one line and exit with status 2.
 """
 
 import argparse
+import os
 import signal
 import sys
 
@@ -64,9 +65,12 @@ def main(argv=None):
     except RecboleAttnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last finished epoch is kept in saved/<model>-<run>-last.pth; "
-              "continue with --resume=PATH", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        path = getattr(interrupt, "last_checkpoint", None)
+        if path and os.path.isfile(path):
+            print(f"interrupted: the last finished epoch is kept; continue with --resume={path}", file=sys.stderr)
+        else:
+            print("interrupted before the first epoch finished: nothing to resume", file=sys.stderr)
         return 130
 
 

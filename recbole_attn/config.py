@@ -78,7 +78,10 @@ class Config(RecBoleConfig):
     def _load_cmd_line(self):
         if not self._read_cmd_line:
             return dict()
-        return super()._load_cmd_line()
+        try:
+            return super()._load_cmd_line()
+        except SyntaxError as e:  # RecBole's message for a key given twice with different values
+            raise ConfigError(str(e)) from None
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -141,7 +144,17 @@ class Config(RecBoleConfig):
         if dataset == "ml-100k" or self.final_config_dict.get("benchmark_filename"):
             return  # ml-100k ships inside recbole
         folder = self.final_config_dict["data_path"]  # RecBole has appended the dataset name
-        if os.path.isfile(os.path.join(folder, f"{dataset}.inter")):
+        path = os.path.join(folder, f"{dataset}.inter")
+        if os.path.isfile(path):
+            from recbole_attn.data.validate import check_inter_file
+
+            cfg = self.final_config_dict
+            load_col = cfg.get("load_col")
+            self.inter_file_counts = check_inter_file(
+                path, uid_field=cfg["USER_ID_FIELD"], iid_field=cfg["ITEM_ID_FIELD"], time_field=cfg["TIME_FIELD"],
+                sep=cfg.get("field_separator") or "\t", encoding=cfg.get("encoding") or "utf-8",
+                load_columns=load_col.get("inter") if isinstance(load_col, dict) else None,
+                leave_one_out="LS" in ((cfg.get("eval_args") or {}).get("split") or {}))
             return
         how = CONVERT_COMMANDS.get(
             dataset,

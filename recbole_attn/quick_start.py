@@ -28,6 +28,13 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, r
     if log:
         logger.info(sys.argv)
         logger.info(config)
+    counts = getattr(config, "inter_file_counts", None)
+    if counts and counts["single_interaction_users"]:
+        logger.warning(f"{counts['single_interaction_users']} of {counts['users']} users have a single "
+                       "interaction: no training, validation or test row can be built for them, so they are left out")
+    if counts and counts["valid_users"] == 0:
+        logger.warning("no user has 4 or more interactions: the leave-one-out split has no validation rows, "
+                       "so there is no early stopping and the model of the last epoch is tested")
 
     data = create_dataset(config)
     if log:
@@ -56,8 +63,12 @@ def run_recbole_attn(model=None, dataset=None, config_file_list=None, config_dic
     if resume:
         trainer.resume_checkpoint(resume, train_data=train_data)
 
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], verbose=verbose)
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], verbose=verbose)
+    except KeyboardInterrupt as interrupt:
+        interrupt.last_checkpoint = getattr(trainer, "last_checkpoint_file", None)  # for the CLI's message
+        raise
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     if verbose:

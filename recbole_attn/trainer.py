@@ -76,7 +76,7 @@ class CheckpointMixin:
             last = self.last_checkpoint_file if os.path.isfile(self.last_checkpoint_file) else None
             kept = f"the last good checkpoint is {last}" if last else "no epoch had finished yet"
             raise TrainingDiverged(
-                f"training loss became {float(loss)} in epoch {self._epoch_idx}; training stopped, {kept}. "
+                f"training loss became {float(loss.detach())} in epoch {self._epoch_idx}; training stopped, {kept}. "
                 "Lower learning_rate or set clip_grad_norm."
             )
 
@@ -115,6 +115,11 @@ class CheckpointMixin:
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._train_data = train_data
+        if self.start_epoch > 0 and (self.start_epoch >= self.epochs or self.cur_step > self.stopping_step):
+            # resumed from a run whose training had finished (all epochs, or stopped early):
+            # RecBole's fit would save the current weights as epoch -1 over the best model
+            self.logger.info("Training had already finished in the resumed run; evaluating its best model")
+            return self.best_valid_score, self.best_valid_result
 
         def end_of_epoch(epoch_idx, valid_score):
             if saved:

@@ -61,6 +61,14 @@ def validate_model_config(cfg, explicit=()):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0.0 <= value < 1.0):
             _fail(key, value, "a number in [0, 1)")
+    for key, minimum, allowed in (("learning_rate", 0.0, "a positive number"),
+                                  ("weight_decay", None, "a number >= 0")):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (value <= minimum if minimum is not None else value < 0):
+            _fail(key, value, allowed)
     hidden, heads = cfg.get("hidden_size"), cfg.get("n_heads")
     if hidden and heads and hidden % heads != 0:
         raise ConfigError(
