@@ -16,6 +16,7 @@ from recbole_attn.errors import RecboleAttnError
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="run_recbole_attn.py",
+        allow_abbrev=False,  # a prefix of an option must stay a --key=value config override
         description="Train and evaluate a recbole_attn or RecBole model. Any other --key=value "
         "is a RecBole/recbole_attn configuration override (e.g. --epochs=20 --MAX_ITEM_LIST_LENGTH=50).",
     )
@@ -30,14 +31,17 @@ def build_parser():
     parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this machine's processes")
     # hyper-parameter tuning (see recbole_attn/hyper.py)
     parser.add_argument("--params_file", type=str, default=None, help="tune with RecBole's HyperTuning")
-    parser.add_argument("--tool", type=str, default="hyperopt", choices=["hyperopt", "ray"])
-    parser.add_argument("--algo", type=str, default="exhaustive", choices=["exhaustive", "random", "bayes"])
-    parser.add_argument("--max_evals", type=int, default=100)
-    parser.add_argument("--early_stop", type=int, default=10)
-    parser.add_argument("--output_file", type=str, default=None, help="tuning results file")
+    parser.add_argument("--tool", type=str, default="hyperopt", choices=["hyperopt", "ray"],
+                        help="RecBole's HyperTuning (hyperopt) or Ray Tune")
+    parser.add_argument("--algo", type=str, default="exhaustive", choices=["exhaustive", "random", "bayes"],
+                        help="search algorithm")
+    parser.add_argument("--max_evals", type=int, default=100, help="most trials")
+    parser.add_argument("--early_stop", type=int, default=10, help="hyperopt only: stop after N trials without gain")
+    parser.add_argument("--output_file", type=str, default=None,
+                        help="tuning results file (also writes .json and -best.yaml next to it)")
     parser.add_argument("--ray_address", type=str, default=None, help="connect to a running Ray cluster")
-    parser.add_argument("--cpus_per_trial", type=float, default=1.0)
-    parser.add_argument("--gpus_per_trial", type=float, default=0.0)
+    parser.add_argument("--cpus_per_trial", type=float, default=1.0, help="Ray: CPUs per trial")
+    parser.add_argument("--gpus_per_trial", type=float, default=0.0, help="Ray: GPUs per trial (0 = CPU)")
     return parser
 
 

@@ -17,13 +17,28 @@ from recbole_attn.config import Config
 from recbole_attn.data.utils import create_dataset, data_preparation
 
 
+def _start_log(config):
+    """RecBole's ``init_logger`` (a new log file per run). It uses ``logging.basicConfig``, which does
+    nothing once the root logger has handlers: drop the previous run's, so every run of a process
+    (tuning trials, comparisons) gets its own log."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if type(handler) in (logging.FileHandler, logging.StreamHandler):
+            root.removeHandler(handler)
+            handler.close()
+    init_logger(config)
+
+
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, read_cmd_line=True,
-            log=True):
-    """Config, dataloaders and a freshly initialised model: ``(config, model, train, valid, test)``."""
+            log=True, log_file=True):
+    """Config, dataloaders and a freshly initialised model: ``(config, model, train, valid, test)``.
+
+    ``log_file=False`` writes no log file (loading a checkpoint for evaluation or plots)."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, read_cmd_line=read_cmd_line)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    if log_file:
+        _start_log(config)
     logger = getLogger()
     if log:
         logger.info(sys.argv)
@@ -131,7 +146,7 @@ def load_data_and_model(model_file, config_dict=None):
     overrides.update(config_dict or {})
     saved_cfg = state["config"]
     config, net, train_data, valid_data, test_data = prepare(
-        saved_cfg["model"], saved_cfg["dataset"], None, overrides, read_cmd_line=False, log=False)
+        saved_cfg["model"], saved_cfg["dataset"], None, overrides, read_cmd_line=False, log=False, log_file=False)
     from recbole_attn.trainer import check_compatible
 
     check_compatible(state, config, net, model_file)
