@@ -212,16 +212,20 @@ def per_user_mean(records, metric):
     return users, total / len(records)
 
 
-def summarize(records, models, metrics):
-    """Table rows (dicts with :data:`TABLE_COLUMNS`) from ``records[(display, seed)]``."""
+def summarize(records, models, metrics, split="test"):
+    """Table rows (dicts with :data:`TABLE_COLUMNS`) from ``records[(display, seed)]``.
+
+    ``split="valid"`` summarises the best validation results instead (to choose settings
+    without looking at the test set); per-user values exist for the test split only."""
+    result_key = RESULT_KEYS[split]
     baseline = models[0]
     rows = []
     for metric in metrics:
         base_by_seed = {seed: r for (m, seed), r in records.items() if m == baseline}
-        base_mean = np.mean([r["test_result"][metric] for r in base_by_seed.values()])
+        base_mean = np.mean([r[result_key][metric] for r in base_by_seed.values()])
         for display in models:
             by_seed = {seed: r for (m, seed), r in records.items() if m == display}
-            values = np.array([by_seed[s]["test_result"][metric] for s in sorted(by_seed)], dtype=float)
+            values = np.array([by_seed[s][result_key][metric] for s in sorted(by_seed)], dtype=float)
             row = {"metric": metric, "model": display, "seeds": len(values), "median": float(np.median(values)),
                    "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                    "improvement_pct": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan}
@@ -229,15 +233,19 @@ def summarize(records, models, metrics):
                 row["improvement_pct"] = (float((values.mean() - base_mean) / base_mean * 100)
                                           if base_mean else math.nan)
                 common = sorted(set(by_seed) & set(base_by_seed))
-                row["p_ttest"] = paired_t_test([by_seed[s]["test_result"][metric] for s in common],
-                                               [base_by_seed[s]["test_result"][metric] for s in common])
-                if common:
+                row["p_ttest"] = paired_t_test([by_seed[s][result_key][metric] for s in common],
+                                               [base_by_seed[s][result_key][metric] for s in common])
+                if common and split == "test":
                     users, model_values = per_user_mean([by_seed[s] for s in common], metric)
                     base_users, base_values = per_user_mean([base_by_seed[s] for s in common], metric)
                     _, i, j = np.intersect1d(users, base_users, return_indices=True)
                     row["p_wilcoxon"] = wilcoxon_test(model_values[i], base_values[j])
             rows.append(row)
     return rows
+
+
+RESULT_KEYS = {"test": "test_result", "valid": "best_valid_result"}
+RESULT_NAMES = {"test": "test result", "valid": "best validation result"}
 
 
 # ----- tables ----------------------------------------------------------------------------
@@ -267,11 +275,12 @@ def markdown_table(rows, title_lines=()):
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows, out_dir, title_lines=()):
-    """``table.md`` and ``table.csv`` in ``out_dir``; returns their paths."""
+def write_tables(rows, out_dir, title_lines=(), suffix=""):
+    """``table<suffix>.md`` and ``table<suffix>.csv`` in ``out_dir``; returns their paths."""
     import csv
 
-    md_path, csv_path = os.path.join(out_dir, "table.md"), os.path.join(out_dir, "table.csv")
+    md_path = os.path.join(out_dir, f"table{suffix}.md")
+    csv_path = os.path.join(out_dir, f"table{suffix}.csv")
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(markdown_table(rows, title_lines))
     with open(csv_path, "w", encoding="utf-8", newline="") as f:
@@ -284,7 +293,8 @@ def write_tables(rows, out_dir, title_lines=()):
 
 
 # ----- the comparison --------------------------------------------------------------------
-def compare(model_specs, dataset, seeds, overrides=None, config_files=None, out_dir=None, metrics=DEFAULT_METRICS):
+def compare(model_specs, dataset, seeds, overrides=None, config_files=None, out_dir=None, metrics=DEFAULT_METRICS,
+            split="test"):
     """Train every (model, seed) not finished yet, then write and return the table rows.
 
     Args:
@@ -354,14 +364,15 @@ def compare(model_specs, dataset, seeds, overrides=None, config_files=None, out_
             print(f"[{i}/{total}] {display} seed={seed}: done in {record['seconds']:.0f}s ({summary})", flush=True)
         records[(display, seed)] = record
 
-    rows = summarize(records, model_specs, metrics)
+    rows = summarize(records, model_specs, metrics, split)
     title = [f"# {dataset}: {len(model_specs)} model(s) x {len(seeds)} seed(s) ({', '.join(map(str, seeds))})", "",
              f"Baseline: {model_specs[0]}. Overrides: "
              f"{', '.join(f'{k}={v}' for k, v in overrides.items() if k not in UNSIGNED_KEYS) or 'none'}. "
-             "Median and mean ± std (ddof=1) over seeds of RecBole's test result; improvement of the mean "
-             "over the baseline; p-values vs the baseline: paired t-test over seeds, Wilcoxon signed-rank "
-             "over users (each user's value averaged over seeds).", ""]
-    md_path, csv_path = write_tables(rows, out_dir, title)
+             f"Median and mean ± std (ddof=1) over seeds of RecBole's {RESULT_NAMES[split]}; improvement of "
+             "the mean over the baseline; p-values vs the baseline: paired t-test over seeds, Wilcoxon "
+             "signed-rank over users (each user's value averaged over seeds; test split only).", ""]
+    suffix = "" if split == "test" else f"-{split}"
+    md_path, csv_path = write_tables(rows, out_dir, title, suffix)
     return rows, md_path, csv_path
 
 
@@ -383,6 +394,9 @@ def build_parser():
                         help="seeds are first_seed, first_seed+1, ... (default: 2020, RecBole's seed)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files for every run")
     parser.add_argument("--out_dir", default=None, help="results folder (default: compare_results/<dataset>)")
+    parser.add_argument("--split", choices=["test", "valid"], default="test",
+                        help="summarise test results (default) or best validation results "
+                        "(table-valid.md), e.g. to choose settings without the test set")
     parser.add_argument("--table_metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated table metrics (default: {','.join(DEFAULT_METRICS)})")
     return parser
@@ -406,7 +420,7 @@ def main(argv=None):
         config_files = args.config_files.split() if args.config_files else None
         metrics = [m.strip() for m in args.table_metrics.split(",") if m.strip()]
         rows, md_path, csv_path = compare(split_model_specs(args.models), args.dataset, seeds, overrides,
-                                          config_files, args.out_dir, metrics)
+                                          config_files, args.out_dir, metrics, args.split)
     except RecboleAttnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -195,3 +195,18 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert compare.main(["--models", "SASRecAttn", "--table_metrics", "ndcg@20", "--out_dir", str(tmp_path),
                          *TINY_ARGS]) == 2
     assert "ndcg@20" in capsys.readouterr().err
+
+
+def test_valid_split_summarises_best_validation_results():
+    from recbole_attn.compare import summarize
+
+    records = {
+        ("A", 1): {"test_result": {"ndcg@10": 0.1}, "best_valid_result": {"ndcg@10": 0.3}},
+        ("A", 2): {"test_result": {"ndcg@10": 0.2}, "best_valid_result": {"ndcg@10": 0.5}},
+        ("B", 1): {"test_result": {"ndcg@10": 0.4}, "best_valid_result": {"ndcg@10": 0.6}},
+        ("B", 2): {"test_result": {"ndcg@10": 0.4}, "best_valid_result": {"ndcg@10": 0.6}},
+    }
+    rows = summarize(records, ["A", "B"], ["ndcg@10"], split="valid")
+    assert [r["mean"] for r in rows] == pytest.approx([0.4, 0.6])
+    assert rows[1]["improvement_pct"] == pytest.approx(50.0)
+    assert rows[1]["p_wilcoxon"] != rows[1]["p_wilcoxon"]  # NaN: no per-user validation values
