@@ -116,6 +116,9 @@ class Config(RecBoleConfig):
 
         if "data_path" not in external:
             cfg["data_path"] = default_data_path()
+        # a seq2seq row is a whole window: RecBole's 2048 prefix rows per batch would be 2048 users
+        if plugin and cfg.get("train_mode") == "seq2seq" and "train_batch_size" not in external:
+            cfg["train_batch_size"] = cfg.get("seq2seq_batch_size") or cfg["train_batch_size"]
         # CE needs no sampled negatives; BPR needs one per row (RecBole's default) unless told otherwise.
         if "train_neg_sample_args" not in external:
             if plugin and cfg.get("train_mode") == "seq2seq":
