@@ -72,6 +72,41 @@ def build(model, data_path, checkpoint_dir, dataset="tiny", **overrides):
                    read_cmd_line=False, log=False)
 
 
+def make_batch(n_items, lengths, width=N_TINY, seed=0):
+    """A right-padded batch of random item ids with the given lengths."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        seq[row, :length] = torch.randint(1, n_items, (length,), generator=g)
+    return seq, torch.tensor(lengths)
+
+
+def assert_no_leakage(encode, n_items, lengths=(N_TINY, 5, 1, 3), width=N_TINY):
+    """``encode(seq, lens) -> [B, W, ...]``: outputs at positions <= t do not change when items
+    after t change (causality), and valid outputs do not change whatever padding slots hold."""
+    import torch
+
+    seq, lens = make_batch(n_items, list(lengths), width)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        base = encode(seq, lens)
+        for t in range(width - 1):
+            changed = seq.clone()
+            for row, length in enumerate(lens.tolist()):
+                if t + 1 < length:
+                    changed[row, t + 1:length] = torch.randint(1, n_items, (length - t - 1,), generator=g)
+            out = encode(changed, lens)
+            assert torch.allclose(out[:, :t + 1], base[:, :t + 1], atol=1e-6), f"position {t} sees the future"
+        garbage = seq.clone()
+        for row, length in enumerate(lens.tolist()):
+            garbage[row, length:] = torch.randint(1, n_items, (width - length,), generator=g)
+        out = encode(garbage, lens)
+        for row, length in enumerate(lens.tolist()):
+            assert torch.allclose(out[row, :length], base[row, :length], atol=1e-6), "padding leaks"
+
+
 def run_cli(*args, cwd=None, timeout=600):
     """Run ``run_recbole_attn.py`` as a user would; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=str(REPO))

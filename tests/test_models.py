@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recbole_attn import checkpoint
-from tests.conftest import build, run_cli
+from tests.conftest import assert_no_leakage, build, make_batch, run_cli
 
 # (registry name, config overrides): every attention type and refinement mode
 VARIANTS = [
@@ -28,14 +28,6 @@ IDS = [name + "".join(f"-{v}" for v in o.values()) for name, o in VARIANTS]
 N = 8  # MAX_ITEM_LIST_LENGTH of the tiny config
 
 
-def make_batch(n_items, lengths, width=N, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    seq = torch.zeros(len(lengths), width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        seq[row, :length] = torch.randint(1, n_items, (length,), generator=g)
-    return seq, torch.tensor(lengths)
-
-
 @pytest.fixture(scope="module", params=["right", "left"])
 def pad_side(request):
     return request.param
@@ -49,22 +41,7 @@ def eval_model(name, overrides, tiny_data, saved_dir, **more):
 @pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)
 def test_no_leakage_from_future_items_or_padding(name, overrides, tiny_data, saved_dir, pad_side):
     model, _ = eval_model(name, overrides, tiny_data, saved_dir, pad_side=pad_side)
-    seq, lens = make_batch(model.n_items, [N, 5, 1, 3])
-    with torch.no_grad():
-        base = model.encode(seq, lens)
-        for t in range(N - 1):
-            changed = seq.clone()
-            for row, length in enumerate(lens.tolist()):
-                if t + 1 < length:
-                    changed[row, t + 1:length] = torch.randint(1, model.n_items, (length - t - 1,))
-            out = model.encode(changed, lens)
-            assert torch.allclose(out[:, :t + 1], base[:, :t + 1], atol=1e-6), f"position {t} sees the future"
-        garbage = seq.clone()
-        for row, length in enumerate(lens.tolist()):
-            garbage[row, length:] = torch.randint(1, model.n_items, (N - length,))
-        out = model.encode(garbage, lens)
-        for row, length in enumerate(lens.tolist()):
-            assert torch.allclose(out[row, :length], base[row, :length], atol=1e-6), "padding leaks"
+    assert_no_leakage(model.encode, model.n_items)
 
 
 @pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)
