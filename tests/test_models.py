@@ -68,9 +68,9 @@ def attention_params(model):
     ("SASRecAttn", {}, lambda d, n, k: 3 * d * d),
     ("PARec", {}, lambda d, n, k: d * d + n * n),
     ("FPARec", {}, lambda d, n, k: d * d + 2 * k * n),
-    ("AWRSR-SASRec", {"refine_mode": "simp"}, lambda d, n, k: 3 * d * d + 2 * n * n),
-    ("AWRSR-SASRec", {"refine_mode": "add"}, lambda d, n, k: 3 * d * d + 2 * n * n),
-    ("AWRSR-SASRec", {"refine_mode": "value"}, lambda d, n, k: 3 * d * d + 3 * n * n),
+    ("AWRSR-SASRec", {"refine_mode": "simp", "refine_per_head": False}, lambda d, n, k: 3 * d * d + 2 * n * n),
+    ("AWRSR-SASRec", {"refine_mode": "add", "refine_per_head": False}, lambda d, n, k: 3 * d * d + 2 * n * n),
+    ("AWRSR-SASRec", {"refine_mode": "value", "refine_per_head": False}, lambda d, n, k: 3 * d * d + 3 * n * n),
 ], ids=["SASRec", "PARec", "FPARec", "AWRSR-simp", "AWRSR-add", "AWRSR-value"])
 def test_attention_parameter_counts_match_the_papers(name, overrides, formula, tiny_data, saved_dir):
     """FPARec Table 1 (per layer and head, biases aside; the output projection is RecBole's
@@ -81,6 +81,13 @@ def test_attention_parameter_counts_match_the_papers(name, overrides, formula, t
     multi, _ = eval_model(name, overrides, tiny_data, saved_dir, n_heads=2)
     per_head = {"PARec": n * n, "FPARec": 2 * k * n}.get(name, 0)
     assert attention_params(multi) == formula(d, n, k) + per_head  # positional R is per head
+
+
+def test_per_head_refinement_has_one_set_of_matrices_per_head(tiny_data, saved_dir):
+    """The default (refine_per_head: True, chosen on validation): 2 n^2 per layer and head."""
+    model, _ = eval_model("AWRSR-SASRec", {"refine_mode": "simp"}, tiny_data, saved_dir, n_heads=2)
+    d, n = model.hidden_size, model.max_seq_length
+    assert attention_params(model) == 3 * d * d + 2 * 2 * n * n
 
 
 def test_refine_mode_none_is_exactly_the_backbone(tiny_data, saved_dir):
