@@ -5,6 +5,7 @@ multi-process DDP path) for every registry model, plugin or RecBole's.
 """
 
 import logging
+import os
 import sys
 from logging import getLogger
 
@@ -21,6 +22,9 @@ def _start_log(config):
     """RecBole's ``init_logger`` (a new log file per run). It uses ``logging.basicConfig``, which does
     nothing once the root logger has handlers: drop the previous run's, so every run of a process
     (tuning trials, comparisons) gets its own log."""
+    # RecBole's ensure_dir checks, then creates: DDP processes starting together race on it
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
     root = logging.getLogger()
     for handler in root.handlers[:]:
         if type(handler) in (logging.FileHandler, logging.StreamHandler):
