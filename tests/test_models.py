@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from recbole_attn import checkpoint
-from tests.conftest import assert_no_leakage, build, make_batch, run_cli
+from tests.conftest import assert_no_leakage, assert_save_load_round_trip, build, make_batch, run_cli
 
 # (registry name, config overrides): every attention type and refinement mode
 VARIANTS = [
@@ -130,25 +129,7 @@ def test_both_losses_train_in_both_modes(loss_type, tiny_data, saved_dir):
 
 @pytest.mark.parametrize("name,overrides", VARIANTS[::3], ids=IDS[::3])
 def test_save_load_gives_identical_full_sort_scores(name, overrides, tiny_data, saved_dir, tmp_path):
-    from recbole_attn.quick_start import load_data_and_model, run_recbole_attn
-    from tests.conftest import tiny_config
-
-    result = run_recbole_attn(name, "tiny", config_dict=tiny_config(tiny_data, str(tmp_path), **overrides),
-                              read_cmd_line=False, verbose=False)
-    state = checkpoint.load(result["saved_model_file"])
-    config, model, _, _, _, test = load_data_and_model(result["saved_model_file"])
-    assert config["model"] == name
-    for key, value in overrides.items():
-        assert config[key] == value
-    model.eval()
-    batch = next(iter(test))[0]
-    _, fresh, _, _, _ = build(name, tiny_data, str(tmp_path), seed=123, **overrides)
-    fresh.eval()
-    with torch.no_grad():
-        before = fresh.full_sort_predict(batch)
-        fresh.load_state_dict(state["state_dict"])
-        assert torch.equal(fresh.full_sort_predict(batch), model.full_sort_predict(batch))
-        assert not torch.equal(before, model.full_sort_predict(batch))
+    assert_save_load_round_trip(name, overrides, tiny_data, str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["PARec", "LinearAttnRec", "TokenMixRec", "AWRSR-SASRec", "SASRecAttn"])

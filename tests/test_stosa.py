@@ -7,13 +7,12 @@ import os
 import pytest
 import torch
 
-from recbole_attn import checkpoint
 from recbole_attn.errors import ConfigError
 from recbole_attn.layers.attention import merge_heads, split_heads
 from recbole_attn.layers.stochastic import positive, wasserstein_distance, wasserstein_pairwise
 from recbole_attn.model.sequence import align, causal_padding_mask
 from tests.conftest import N_TINY as N
-from tests.conftest import assert_no_leakage, build, make_batch, run_cli, tiny_config
+from tests.conftest import assert_no_leakage, assert_save_load_round_trip, build, make_batch, run_cli
 
 # (registry name, config overrides): plain STOSA, the official-bug flag and every refinement mode
 VARIANTS = [
@@ -336,22 +335,7 @@ def test_loss_type_other_than_bpr_is_rejected(tiny_data, saved_dir):
 # ----- save/load and the command line ---------------------------------------------------------
 @pytest.mark.parametrize("name,overrides", [VARIANTS[0], VARIANTS[5]], ids=[IDS[0], IDS[5]])
 def test_save_load_gives_identical_full_sort_scores(name, overrides, tiny_data, tmp_path):
-    from recbole_attn.quick_start import load_data_and_model, run_recbole_attn
-
-    result = run_recbole_attn(name, "tiny", config_dict=tiny_config(tiny_data, str(tmp_path), **overrides),
-                              read_cmd_line=False, verbose=False)
-    state = checkpoint.load(result["saved_model_file"])
-    config, model, _, _, _, test = load_data_and_model(result["saved_model_file"])
-    assert config["model"] == name and all(config[k] == v for k, v in overrides.items())
-    model.eval()
-    batch = next(iter(test))[0]
-    _, fresh, _, _, _ = build(name, tiny_data, str(tmp_path), seed=123, **overrides)
-    fresh.eval()
-    with torch.no_grad():
-        before = fresh.full_sort_predict(batch)
-        fresh.load_state_dict(state["state_dict"])
-        assert torch.equal(fresh.full_sort_predict(batch), model.full_sort_predict(batch))
-        assert not torch.equal(before, model.full_sort_predict(batch))
+    assert_save_load_round_trip(name, overrides, tiny_data, str(tmp_path))
 
 
 @pytest.mark.parametrize("args", [["--model=STOSA"]] + [["--model=AWRSR-STOSA", f"--refine_mode={mode}"]
