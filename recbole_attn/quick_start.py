@@ -103,6 +103,7 @@ def run_recbole_attn(model=None, dataset=None, config_file_list=None, config_dic
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
         "grad_norms": list(getattr(trainer, "grad_norms", [])),
+        "best_epoch": getattr(trainer, "best_epoch", None),
     }
     if not config["single_spec"]:
         dist.destroy_process_group()

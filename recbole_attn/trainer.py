@@ -48,6 +48,7 @@ class CheckpointMixin:
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{run_id}.pth")
         self.last_checkpoint_file = self.saved_model_file[: -len(".pth")] + "-last.pth"
         self.grad_norms = []  # per epoch
+        self.best_epoch = None  # the epoch of the best validation score (saved as the best model)
         self._grad_norm_sum = 0.0
         self._grad_norm_steps = 0
         self._epoch_idx = 0
@@ -94,12 +95,15 @@ class CheckpointMixin:
             "other_parameter": checkpoint.plain_value(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
             "grad_norms": [float(g) for g in self.grad_norms],
+            "best_epoch": self.best_epoch,
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        if saved_model_file == self.saved_model_file:  # RecBole saves the best model only on improvement
+            self.best_epoch = epoch
         checkpoint.save_atomic(self._state(epoch), saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
@@ -143,6 +147,7 @@ class CheckpointMixin:
         self.best_valid_score = state["best_valid_score"]
         self.best_valid_result = state.get("best_valid_result") or None
         self.grad_norms = list(state.get("grad_norms", []))
+        self.best_epoch = state.get("best_epoch")
         if state.get("best_model_file"):
             self.saved_model_file = state["best_model_file"]
             self.last_checkpoint_file = str(resume_file)

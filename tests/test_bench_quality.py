@@ -135,6 +135,39 @@ def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypat
     assert "pending" in _cells(_table_lines(third.out)[2])[5]
 
 
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, capsys):
+    from recbole_attn.trainer import CheckpointMixin
+
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny_dataset(tmp_path / "data")
+    results = tmp_path / "r.json"
+    args = _tiny_args(data, results, "--models", "FPARec", "--epochs", "3")
+    args = args[:args.index("SASRecAttn,FPARec") - 1] + args[args.index("SASRecAttn,FPARec") + 1:]
+    real_save = CheckpointMixin.save_last_checkpoint
+
+    def stop_after_epoch_1(self, epoch):  # Ctrl-C right after epoch 1's checkpoint
+        real_save(self, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CheckpointMixin, "save_last_checkpoint", stop_after_epoch_1)
+    assert bench_main(args) == 130
+    assert "continues from" in capsys.readouterr().err
+    assert not results.exists()
+    folders = list((tmp_path / "saved" / "quality" / "tiny").iterdir())
+    assert len(folders) == 1 and list(folders[0].glob("*-last.pth"))
+
+    monkeypatch.setattr(CheckpointMixin, "save_last_checkpoint", real_save)
+    assert bench_main(args) == 0
+    out = capsys.readouterr()
+    assert "resuming from" in out.err
+    run = json.loads(results.read_text())["runs"][0]
+    assert run["resumed"] is True and run["epochs_run"] == 3  # epochs 0-1 before, epoch 2 after
+    assert 0 <= run["best_epoch"] <= 2
+    assert not folders[0].exists()  # removed once the record is saved
+    assert f"[seq2seq] seed 2020: 3 epochs, best epoch {run['best_epoch']}" in out.out
+
+
 def test_bad_setting_stops_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     data = write_tiny_dataset(tmp_path / "data")

@@ -23,7 +23,8 @@ each row used.
 A run is one row's configuration with one seed. Finished runs (metrics, settings, time, device,
 date) are kept in ``recbole_attn/bench/results/quality-<dataset>.json`` (``--results``), written
 atomically after each run, and skipped when the command is started again, so a long reproduction
-can be spread over several sittings (``--max-runs``). A run is identified by a hash of its
+can be spread over several sittings (``--max-runs``); a run interrupted midway keeps its last
+epoch's checkpoint under ``saved/quality/`` and continues from it. A run is identified by a hash of its
 effective settings, so a changed setting is never mistaken for a finished run, and rows with the
 same settings (e.g. FPARec in Tables 3 and 4) share their runs. The table is printed from
 whatever has finished.
@@ -36,10 +37,10 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -388,19 +389,38 @@ def _plain(result):
     return {k: float(v) for k, v in dict(result or {}).items()}
 
 
+def run_folder(p, seed, dataset):
+    """Where a run keeps its checkpoints while it trains (relative to the working directory, like
+    RecBole's ``saved/``); removed once the run's record is saved."""
+    return Path("saved") / "quality" / dataset / f"{p.signature}-seed{seed}"
+
+
+def last_checkpoint(folder):
+    """The newest ``*-last.pth`` of an interrupted run in ``folder``, or None."""
+    found = sorted(Path(folder).glob("*-last.pth"), key=lambda f: f.stat().st_mtime)
+    return str(found[-1]) if found else None
+
+
 def run_one(p, seed, dataset, data_path):
-    """Train and test one run; returns its record for the results file."""
+    """Train and test one run; returns its record for the results file.
+
+    The run writes a resumable checkpoint after every epoch into :func:`run_folder`; a run that was
+    interrupted (Ctrl-C, end of a sitting) continues from there when the command is started again.
+    """
     from recbole_attn.quick_start import run_recbole_attn
     import recbole
     import torch
 
-    with tempfile.TemporaryDirectory(prefix="recbole_attn-quality-") as checkpoint_dir:
-        cfg = {**RUN_SETTINGS, **p.config, "seed": seed, "data_path": str(data_path),
-               "checkpoint_dir": checkpoint_dir}
-        start = time.time()
-        result = run_recbole_attn(p.row.model, dataset, config_dict=cfg, saved=True, read_cmd_line=False,
-                                  verbose=False)
-        wall = time.time() - start
+    checkpoint_dir = run_folder(p, seed, dataset)
+    resume = last_checkpoint(checkpoint_dir)
+    if resume:
+        _log(f"    resuming from {resume}")
+    cfg = {**RUN_SETTINGS, **p.config, "seed": seed, "data_path": str(data_path),
+           "checkpoint_dir": str(checkpoint_dir)}
+    start = time.time()
+    result = run_recbole_attn(p.row.model, dataset, config_dict=cfg, saved=True, resume=resume,
+                              read_cmd_line=False, verbose=True)
+    wall = time.time() - start
     return {
         "dataset": dataset,
         "model": p.row.model,
@@ -410,10 +430,12 @@ def run_one(p, seed, dataset, data_path):
         "seed": seed,
         "train_mode": p.mode,
         "epochs_run": len(result.get("grad_norms") or []),
+        "best_epoch": result.get("best_epoch"),
         "best_valid_score": float(result["best_valid_score"]),
         "best_valid_result": _plain(result["best_valid_result"]),
         "test_result": _plain(result["test_result"]),
-        "wall_time_s": round(wall, 1),
+        "wall_time_s": round(wall, 1),  # of the last sitting only when resumed
+        "resumed": bool(resume),
         "device": _device_name(cfg),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": _commit(),
@@ -501,7 +523,29 @@ def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_pat
         notes.append(f"model not available: {model} ({why}); its rows are skipped.")
     notes.append(f"Results file: {_show_path(results_path)}")
     parts += [f"- {n}" for n in notes]
+    runs = run_lines(planned, records, seeds)
+    if runs:
+        parts += ["", "Finished runs (the key lines of each run's log):", ""] + runs
     return "\n".join(parts) + "\n"
+
+
+def run_lines(planned, records, seeds):
+    """One line per finished run: epochs trained, best epoch, validation and test metrics, time, device."""
+    lines, seen = [], set()
+    for p in planned:
+        metrics = anchors.TABLES[p.row.table][2]
+        for seed in seeds:
+            key = (p.signature, seed)
+            if key in seen or key not in records:
+                continue
+            seen.add(key)
+            r = records[key]
+            best = "?" if r.get("best_epoch") is None else r["best_epoch"]
+            valid = ", ".join(f"{m} {r['best_valid_result'][m]:.4f}" for m in metrics if m in r["best_valid_result"])
+            test = ", ".join(f"{m} {r['test_result'][m]:.4f}" for m in metrics if m in r["test_result"])
+            lines.append(f"- {r['spec']} [{r['train_mode']}] seed {seed}: {r['epochs_run']} epochs, best epoch {best}; "
+                         f"valid {valid}; test {test}; {r['wall_time_s']:.0f} s on {r['device']}, {r['date'][:10]}")
+    return lines
 
 
 def describe_plan(runs, records, planned):
@@ -652,9 +696,11 @@ def _train(pending, dataset, data_path, raw_dir, results_path, max_runs):
             failed.append((p, seed))
             continue
         except KeyboardInterrupt:
-            _log(f"interrupted; the finished runs are in {_show_path(results_path)}")
+            _log(f"interrupted; the finished runs are in {_show_path(results_path)}; the run in progress "
+                 f"continues from {run_folder(p, seed, dataset)} when the command is started again")
             return failed, True
         save_record(results_path, record)
+        shutil.rmtree(run_folder(p, seed, dataset), ignore_errors=True)
         test = record["test_result"]
         metrics = anchors.TABLES[p.row.table][2]
         _log(f"    done in {record['wall_time_s']:.0f} s, {record['epochs_run']} epochs: "
