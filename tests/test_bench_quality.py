@@ -3,6 +3,7 @@ on a tiny dataset (1 epoch, 1 seed, 2 rows) that never needs ``../shared``."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -166,6 +167,24 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, caps
     assert 0 <= run["best_epoch"] <= 2
     assert not folders[0].exists()  # removed once the record is saved
     assert f"[seq2seq] seed 2020: 3 epochs, best epoch {run['best_epoch']}" in out.out
+
+
+@pytest.mark.skipif(quality.fcntl is None, reason="no file locks on this platform")
+def test_a_run_held_by_another_command_is_skipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny_dataset(tmp_path / "data")
+    results = tmp_path / "r.json"
+    assert bench_main(_tiny_args(data, results, "--dry-run")) == 0
+    signature = re.search(r"pending  SASRecAttn \[seq2seq\] seed 2020 \((\w+)\)", capsys.readouterr().out)[1]
+    sasrec = next(p for p in quality.plan_rows(quality.select_rows("ml-1m", ["SASRecAttn"]), "tiny", 1, {}))
+    sasrec.signature = signature  # the run as the command plans it with the tiny settings
+    # what another command running SASRecAttn seed 2020 holds while it trains
+    with quality._locked(quality.run_folder(sasrec, 2020, "tiny") / "running.lock", block=False) as held:
+        assert held
+        assert bench_main(_tiny_args(data, results)) == 0
+    err = capsys.readouterr().err
+    assert "skipping SASRecAttn seed 2020: running in another process" in err
+    assert [r["model"] for r in json.loads(results.read_text())["runs"]] == ["FPARec"]
 
 
 def test_bad_setting_stops_before_training(tmp_path, monkeypatch, capsys):

@@ -31,6 +31,7 @@ whatever has finished.
 """
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
@@ -50,6 +51,11 @@ import yaml
 
 from recbole_attn.bench import anchors
 from recbole_attn.errors import ConfigError, DataError, RecboleAttnError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 _REPO_DIR = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -277,21 +283,45 @@ def load_results(path):
     return {(r["signature"], r["seed"]): r for r in data["runs"]}
 
 
+@contextlib.contextmanager
+def _locked(lock_path, block=True):
+    """Hold an exclusive lock on ``lock_path``; yields False (without waiting) when ``block`` is False
+    and another process holds it. Without ``fcntl`` (Windows) nothing is locked: run one command at
+    a time there."""
+    if fcntl is None:
+        yield True
+        return
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def save_record(path, record):
-    """Add one finished run to ``path``: re-read, merge, write a temporary file, rename."""
+    """Add one finished run to ``path``: re-read, merge, write a temporary file, rename; under a lock,
+    so commands running at the same time (each picks the runs no other one holds) keep every run."""
     path = Path(path)
-    runs = load_results(path)
-    runs[(record["signature"], record["seed"])] = record
-    ordered = sorted(runs.values(), key=lambda r: (r["dataset"], r["model"], r["spec"], r["signature"], r["seed"]))
-    text = json.dumps({"format": RESULTS_FORMAT, "runs": ordered}, indent=1, sort_keys=True) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _locked(path.with_name(f".{path.name}.lock")):
+        runs = load_results(path)
+        runs[(record["signature"], record["seed"])] = record
+        ordered = sorted(runs.values(), key=lambda r: (r["dataset"], r["model"], r["spec"], r["signature"], r["seed"]))
+        text = json.dumps({"format": RESULTS_FORMAT, "runs": ordered}, indent=1, sort_keys=True) + "\n"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 # ----- plan ----------------------------------------------------------------------------------
@@ -685,22 +715,27 @@ def _train(pending, dataset, data_path, raw_dir, results_path, max_runs):
     check_configs([p for p, _ in pending], dataset, data_path)
     failed = []
     for i, (p, seed) in enumerate(pending, 1):
-        _log(f"[{i}/{len(pending)}] running {p.row.spec} [{p.mode}] seed {seed} ({p.signature})")
-        try:
-            with warnings.catch_warnings():  # RecBole's pandas/torch deprecation warnings, once per run
-                warnings.simplefilter("ignore", FutureWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                record = run_one(p, seed, dataset, data_path)
-        except TrainingDiverged as e:
-            print(f"error: {p.row.spec} seed {seed}: {e}", file=sys.stderr)
-            failed.append((p, seed))
-            continue
-        except KeyboardInterrupt:
-            _log(f"interrupted; the finished runs are in {_show_path(results_path)}; the run in progress "
-                 f"continues from {run_folder(p, seed, dataset)} when the command is started again")
-            return failed, True
-        save_record(results_path, record)
-        shutil.rmtree(run_folder(p, seed, dataset), ignore_errors=True)
+        with _locked(run_folder(p, seed, dataset) / "running.lock", block=False) as mine:
+            if not mine or (p.signature, seed) in load_results(results_path):
+                _log(f"[{i}/{len(pending)}] skipping {p.row.spec} seed {seed}: "
+                     + ("running in another process" if not mine else "finished by another process"))
+                continue
+            _log(f"[{i}/{len(pending)}] running {p.row.spec} [{p.mode}] seed {seed} ({p.signature})")
+            try:
+                with warnings.catch_warnings():  # RecBole's pandas/torch deprecation warnings, once per run
+                    warnings.simplefilter("ignore", FutureWarning)
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    record = run_one(p, seed, dataset, data_path)
+            except TrainingDiverged as e:
+                print(f"error: {p.row.spec} seed {seed}: {e}", file=sys.stderr)
+                failed.append((p, seed))
+                continue
+            except KeyboardInterrupt:
+                _log(f"interrupted; the finished runs are in {_show_path(results_path)}; the run in progress "
+                     f"continues from {run_folder(p, seed, dataset)} when the command is started again")
+                return failed, True
+            save_record(results_path, record)
+            shutil.rmtree(run_folder(p, seed, dataset), ignore_errors=True)
         test = record["test_result"]
         metrics = anchors.TABLES[p.row.table][2]
         _log(f"    done in {record['wall_time_s']:.0f} s, {record['epochs_run']} epochs: "
