@@ -570,11 +570,12 @@ def run_lines(planned, records, seeds):
                 continue
             seen.add(key)
             r = records[key]
-            best = "?" if r.get("best_epoch") is None else r["best_epoch"]
+            best = "?" if r.get("best_epoch") is None else r["best_epoch"]  # "?": resumed from an older checkpoint
+            sitting = " (the last sitting; resumed)" if r.get("resumed") else ""
             valid = ", ".join(f"{m} {r['best_valid_result'][m]:.4f}" for m in metrics if m in r["best_valid_result"])
             test = ", ".join(f"{m} {r['test_result'][m]:.4f}" for m in metrics if m in r["test_result"])
             lines.append(f"- {r['spec']} [{r['train_mode']}] seed {seed}: {r['epochs_run']} epochs, best epoch {best}; "
-                         f"valid {valid}; test {test}; {r['wall_time_s']:.0f} s on {r['device']}, {r['date'][:10]}")
+                         f"valid {valid}; test {test}; {r['wall_time_s']:.0f} s{sitting} on {r['device']}, {r['date'][:10]}")
     return lines
 
 
