@@ -187,6 +187,32 @@ def test_a_run_held_by_another_command_is_skipped(tmp_path, monkeypatch, capsys)
     assert [r["model"] for r in json.loads(results.read_text())["runs"]] == ["FPARec"]
 
 
+def test_a_run_finished_by_another_command_meanwhile_is_not_trained_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny_dataset(tmp_path / "data")
+    results = tmp_path / "r.json"
+    args = _tiny_args(data, results)
+    args[args.index("SASRecAttn,FPARec")] = "FPARec"
+    assert bench_main(args + ["--dry-run"]) == 0
+    signature = re.search(r"pending  \S+ \[seq2seq\] seed 2020 \((\w+)\)", capsys.readouterr().out)[1]
+
+    def other_command_finishes_it(*a, **k):  # between this command's plan and its training loop
+        quality.save_record(results, {"dataset": "tiny", "model": "FPARec", "spec": "FPARec", "signature": signature,
+                                      "seed": 2020, "date": "2026-01-01T00:00:00Z", "train_mode": "seq2seq",
+                                      "epochs_run": 1, "best_valid_result": {"ndcg@10": 0.1},
+                                      "test_result": {"hit@10": 0.2, "ndcg@10": 0.1}, "wall_time_s": 1.0,
+                                      "device": "cpu"})
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(quality, "check_configs", other_command_finishes_it)
+    monkeypatch.setattr(quality, "run_one", no_training)
+    assert bench_main(args) == 0
+    assert "seed 2020: finished by another process" in capsys.readouterr().err
+    assert not (tmp_path / "saved" / "quality" / "tiny" / f"{signature}-seed2020").exists()
+
+
 def test_bad_setting_stops_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     data = write_tiny_dataset(tmp_path / "data")

@@ -717,9 +717,12 @@ def _train(pending, dataset, data_path, raw_dir, results_path, max_runs):
     failed = []
     for i, (p, seed) in enumerate(pending, 1):
         with _locked(run_folder(p, seed, dataset) / "running.lock", block=False) as mine:
-            if not mine or (p.signature, seed) in load_results(results_path):
-                _log(f"[{i}/{len(pending)}] skipping {p.row.spec} seed {seed}: "
-                     + ("running in another process" if not mine else "finished by another process"))
+            if not mine:
+                _log(f"[{i}/{len(pending)}] skipping {p.row.spec} seed {seed}: running in another process")
+                continue
+            if (p.signature, seed) in load_results(results_path):
+                _log(f"[{i}/{len(pending)}] skipping {p.row.spec} seed {seed}: finished by another process")
+                shutil.rmtree(run_folder(p, seed, dataset), ignore_errors=True)  # the lock file just made
                 continue
             _log(f"[{i}/{len(pending)}] running {p.row.spec} [{p.mode}] seed {seed} ({p.signature})")
             try:
