@@ -32,8 +32,11 @@ REFINE_MODES_BY_MODEL = {"AWRSR-SASRec": ("none", "simp", "value", "add")}
 READ_BY = {
     "refine_mode": ("AWRSR-SASRec", "AWRSR-STOSA"),
     "attn_pattern": ("PARec", "FPARec"),
+    # the STOSA family has its own (post-LN) layers
+    "pre_norm": ("SASRecAttn", "PARec", "FPARec", "LinearAttnRec", "TokenMixRec", "AWRSR-SASRec"),
 }
-INERT = {"refine_mode": "none", "attn_pattern": "learned"}
+INERT = {"refine_mode": "none", "attn_pattern": "learned", "pre_norm": False}
+BOOLEANS = ("pre_norm",)
 
 
 def validate_model_config(cfg, explicit=()):
@@ -52,6 +55,10 @@ def validate_model_config(cfg, explicit=()):
         value = cfg.get(key)
         if value is not None and value not in choices:
             _fail(key, value, " | ".join(choices))
+    for key in BOOLEANS:
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, bool):
+            _fail(key, value, "True | False")
     for key in POSITIVE_INTS:
         value = cfg.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):

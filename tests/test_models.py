@@ -22,8 +22,12 @@ VARIANTS = [
     ("AWRSR-SASRec", {"refine_mode": "add"}),
     ("AWRSR-SASRec", {"refine_mode": "simp", "refine_input": "probs", "refine_per_head": True}),
     ("AWRSR-SASRec", {"refine_mode": "value", "refine_input": "probs", "refine_init": "identity"}),
+    ("SASRecAttn", {"pre_norm": True}),
+    ("FPARec", {"pre_norm": True}),
+    ("TokenMixRec", {"pre_norm": True}),
+    ("AWRSR-SASRec", {"refine_mode": "add", "pre_norm": True}),
 ]
-IDS = [name + "".join(f"-{v}" for v in o.values()) for name, o in VARIANTS]
+IDS = [name + "".join(f"-{k}" if v is True else f"-{v}" for k, v in o.items()) for name, o in VARIANTS]
 N = 8  # MAX_ITEM_LIST_LENGTH of the tiny config
 
 
@@ -97,6 +101,35 @@ def test_refine_mode_none_is_exactly_the_backbone(tiny_data, saved_dir):
     seq, lens = make_batch(backbone.n_items, [N, 3])
     with torch.no_grad():
         assert torch.equal(backbone.encode(seq, lens), plain.encode(seq, lens))
+
+
+@pytest.mark.parametrize("name", ["SASRecAttn", "FPARec", "TokenMixRec"])
+def test_pre_norm_keeps_an_unnormalised_residual_stream(name, tiny_data, saved_dir):
+    """Same weights, two layouts: with every sublayer update zeroed, the pre-LN stack passes its
+    input through unchanged, while the post-LN stack normalises it at every sublayer."""
+    post, _ = eval_model(name, {}, tiny_data, saved_dir)
+    pre, _ = eval_model(name, {"pre_norm": True}, tiny_data, saved_dir)
+    pre.load_state_dict(post.state_dict())  # the layouts share every parameter
+    seq, lens = make_batch(pre.n_items, [N, 3])
+    with torch.no_grad():
+        assert not torch.allclose(pre.encode(seq, lens), post.encode(seq, lens), atol=1e-3)
+        for model in (pre, post):
+            for layer in model.trm_encoder.layer:
+                output = getattr(layer.multi_head_attention, "dense", None)
+                for linear in (output, layer.feed_forward.dense_2):
+                    if linear is not None:
+                        linear.weight.zero_()
+                        linear.bias.zero_()
+            if name == "TokenMixRec":
+                for layer in model.trm_encoder.layer:
+                    layer.multi_head_attention.W2.zero_()
+        x = 3.0 * torch.randn(2, N, pre.hidden_size) + 1.0
+        mask = torch.ones(2, 1, N, N, dtype=torch.bool).tril()
+        positions = torch.arange(N)
+        assert torch.equal(pre.trm_encoder(x, mask, positions), x)
+        normalised = post.trm_encoder(x, mask, positions)
+        assert torch.allclose(normalised.mean(-1), torch.zeros(2, N), atol=1e-4)
+        assert torch.allclose(normalised.std(-1, unbiased=False), torch.ones(2, N), atol=1e-3)
 
 
 @pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)

@@ -101,6 +101,8 @@ BAD_CONFIGS = [
     ("SASRecAttn", "--hidden_dropout_prob=1.0", ["[hidden_dropout_prob]", "1.0", "a number in [0, 1)"]),
     ("SASRecAttn", "--attn_dropout_prob=-0.1", ["[attn_dropout_prob]", "-0.1", "a number in [0, 1)"]),
     ("SASRecAttn", "--n_heads=3", ["[n_heads]", "3", "divide hidden_size (16)"]),
+    ("FPARec", "--pre_norm=1", ["[pre_norm]", "1", "True | False"]),
+    ("STOSA", "--pre_norm=True", ["[pre_norm]", "model [STOSA] would ignore"]),
 ]
 
 

@@ -7,6 +7,9 @@ by a *scorer*. A scorer maps the hidden states to pre-softmax scores ``A`` of sh
 An optional AWRSR refiner (:mod:`recbole_attn.layers.refinement`) turns ``A`` into the
 refined weights ``B``.
 
+Every sublayer's ``forward`` is RecBole's post-LN ``LayerNorm(mix(x) + x)``; ``mix`` (the
+update alone) lets :mod:`recbole_attn.layers.encoder` build the pre-LN layout instead.
+
 Masks are boolean ``[B, 1, L, L]`` (True = query i may attend to key j). ``positions`` are the
 absolute slots ``[L]`` of the batch columns in the ``MAX_ITEM_LIST_LENGTH`` layout, so that
 parameters indexed by position (PARec's R, AWRSR's W) work for every batch width.
@@ -195,12 +198,15 @@ class SelfAttention(AttentionSublayer):
         self.keep_attention = False  # set True to keep the last weights (for plots)
         self.last_attention = None
 
-    def forward(self, hidden, mask, positions):
+    def mix(self, hidden, mask, positions):
+        """The sublayer's update before its residual connection and LayerNorm."""
         _, weights = self.attention_weights(hidden, mask, positions)
         value = split_heads(self.value(hidden), self.n_heads)
         context = merge_heads(torch.matmul(self.attn_dropout(weights), value))
-        out = self.out_dropout(self.dense(context))
-        return self.LayerNorm(out + hidden)
+        return self.out_dropout(self.dense(context))
+
+    def forward(self, hidden, mask, positions):
+        return self.LayerNorm(self.mix(hidden, mask, positions) + hidden)
 
 
 class CausalTokenMixing(nn.Module):
@@ -227,7 +233,8 @@ class CausalTokenMixing(nn.Module):
         for w in (self.W1, self.W2):
             nn.init.trunc_normal_(w, std=0.02, a=-0.04, b=0.04)
 
-    def forward(self, hidden, mask, positions):
+    def mix(self, hidden, mask, positions):
+        """The sublayer's update before its residual connection and LayerNorm."""
         valid = mask[:, 0].diagonal(dim1=-2, dim2=-1).unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
         causal = torch.tril(torch.ones(len(positions), len(positions), device=hidden.device, dtype=torch.bool))
         w1 = self.W1[positions][:, positions].masked_fill(~causal, 0)
@@ -235,4 +242,7 @@ class CausalTokenMixing(nn.Module):
         x = hidden * valid
         h = F.gelu(torch.matmul(w1, x) + self.b1[positions, None]) * valid
         y = torch.matmul(w2, h) + self.b2[positions, None]
-        return self.LayerNorm(self.dropout(y) + hidden)
+        return self.dropout(y)
+
+    def forward(self, hidden, mask, positions):
+        return self.LayerNorm(self.mix(hidden, mask, positions) + hidden)

@@ -5,6 +5,8 @@ initialisation and random stream) with two hooks:
 
 * :meth:`build_attention` returns the attention sublayer of one block (the only thing
   PARec, FPARec, the linear-attention and token-mixing baselines and AWRSR change);
+* ``pre_norm``: RecBole's post-LN blocks (False) or the pre-LN blocks of the official SASRec
+  and FPARec code (True), see :mod:`recbole_attn.layers.encoder`;
 * ``pad_side``: ``right`` keeps RecBole's layout (oldest item in slot 0); ``left`` puts the
   newest item in slot ``n-1`` as the official PARec/FPARec/STOSA code does, which matters for
   parameters indexed by absolute position.
@@ -47,13 +49,16 @@ class AttentionSequentialRecommender(SequentialRecommender):
         self.loss_type = config["loss_type"]
         self.pad_side = config["pad_side"] or "right"
         self.train_mode = config["train_mode"] or "augment"
+        self.pre_norm = bool(config["pre_norm"])
 
         # define layers and loss (same order as RecBole's SASRec: same seed, same weights)
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         block = TransformerBlock(self.build_attention(), self.hidden_size, self.inner_size,
-                                 self.hidden_dropout_prob, self.hidden_act, self.layer_norm_eps)
+                                 self.hidden_dropout_prob, self.hidden_act, self.layer_norm_eps,
+                                 pre_norm=self.pre_norm)
         self.trm_encoder = TransformerStack(block, self.n_layers)
+        # post-LN: normalises the embeddings; pre-LN: the output of the last block
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
 
@@ -84,12 +89,16 @@ class AttentionSequentialRecommender(SequentialRecommender):
     # ----- encoding --------------------------------------------------------------------
     def embed(self, item_seq, positions):
         input_emb = self.item_embedding(item_seq) + self.position_embedding(positions).unsqueeze(0)
+        if self.pre_norm:
+            return self.dropout(input_emb)
         return self.dropout(self.LayerNorm(input_emb))
 
     def encode(self, item_seq, item_seq_len):
         """Hidden states of every position, ``[B, W, H]``, in RecBole's right-padded layout."""
         seq, positions = align(item_seq, item_seq_len, self.pad_side, self.max_seq_length)
         hidden = self.trm_encoder(self.embed(seq, positions), causal_padding_mask(seq), positions)
+        if self.pre_norm:
+            hidden = self.LayerNorm(hidden)
         if self.pad_side == "left":
             hidden = left_to_right(hidden, item_seq_len)
         return hidden
