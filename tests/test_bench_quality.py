@@ -231,6 +231,8 @@ def test_user_errors(tmp_path, capsys):
     assert "raw data folder not found" in capsys.readouterr().err
     assert bench_main(["quality", "--dataset", "beauty", "--tables", "fparec-t9", "--dry-run"]) == 2
     assert "unknown table" in capsys.readouterr().err
+    assert bench_main(["quality", "--dataset", "beauty", "--models", "FPARec,FPARec[pre_norm=True]", "--dry-run"]) == 2
+    assert "no beauty row is called 'FPARec[pre_norm=True]'" in capsys.readouterr().err
     assert bench_main(["nope"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
 

@@ -673,6 +673,12 @@ def _main(args):
     data_path = Path(args.data_path) if args.data_path else Path(default_data_path())
     results_path = Path(args.results) if args.results else default_results_file(dataset)
 
+    names = {n.lower() for row in ROWS if row.dataset == anchor_dataset for n in (row.label, row.model, row.spec)}
+    unknown = [m for m in _split(args.models) if m.lower() not in names]
+    if unknown:
+        # a typo or a spec of our own would otherwise be dropped from the table without a word
+        raise ConfigError(f"--models: no {anchor_dataset} row is called {unknown[0]!r} (rows are named by "
+                          f"label, model or spec, as in the table); change every run's settings with --set")
     rows = select_rows(anchor_dataset, _split(args.models), tables)
     if not rows:
         raise ConfigError(f"no rows match --models/--tables for the {anchor_dataset} paper values")
