@@ -136,9 +136,10 @@ class Config(RecBoleConfig):
                 )
             cfg["train_mode"] = "augment"
         super()._set_default_parameters()
-        if plugin:
-            from recbole_attn.validation import validate_model_config
+        from recbole_attn.validation import validate_model_config, validate_optimizer_config
 
+        validate_optimizer_config(cfg)
+        if plugin:
             validate_model_config(cfg, explicit=external)
         self._check_dataset_files()
 

@@ -8,6 +8,7 @@
   same second;
 * a "last" checkpoint at the end of every evaluated epoch (model, optimizer, early-stopping
   state, RNG states), so an interrupted run resumes where it stopped with ``--resume``;
+* ``adam_betas`` for the Adam and AdamW learners;
 * the global gradient norm, averaged per epoch, in the log and in ``grad_norms``;
 * a clear error when the loss becomes NaN/inf, naming the last good checkpoint;
 * DDP over gloo when running distributed on CPU.
@@ -54,6 +55,16 @@ class CheckpointMixin:
         self._epoch_idx = 0
         self._train_data = None
         self.optimizer.register_step_pre_hook(self._record_grad_norm)
+
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizer, with ``adam_betas`` when set (RecBole passes none: torch's
+        (0.9, 0.999); the official SASRec and FPARec code use (0.9, 0.98))."""
+        optimizer = super()._build_optimizer(**kwargs)
+        betas = self.config["adam_betas"]
+        if betas is not None:
+            for group in optimizer.param_groups:
+                group["betas"] = tuple(float(b) for b in betas)
+        return optimizer
 
     # ----- gradient norm ---------------------------------------------------------------
     def _record_grad_norm(self, optimizer, args, kwargs):

@@ -86,3 +86,17 @@ def validate_model_config(cfg, explicit=()):
         raise ConfigError(
             f"invalid value for [fpa_rank]: {rank}; it must be at most MAX_ITEM_LIST_LENGTH ({n})"
         )
+
+
+def validate_optimizer_config(cfg):
+    """``adam_betas`` (read by the trainer of every model): two numbers in [0, 1), for Adam or AdamW."""
+    betas = cfg.get("adam_betas")
+    if betas is None:
+        return
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2 or any(
+            isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b < 1.0 for b in betas):
+        _fail("adam_betas", betas, "two numbers in [0, 1), e.g. [0.9, 0.98]")
+    learner = str(cfg.get("learner") or "adam").lower()
+    if learner not in ("adam", "adamw"):
+        raise ConfigError(f"[adam_betas] is only read by the adam and adamw learners; learner [{learner}] "
+                          f"would ignore adam_betas={list(betas)!r}")

@@ -94,3 +94,25 @@ def test_every_properties_file_ships_in_the_wheel():
     for init in (REPO / "recbole_attn").rglob("__init__.py"):
         name = ".".join(init.parent.relative_to(REPO).parts)
         assert name in listed, f"{name} is not packaged"
+
+
+@pytest.mark.parametrize("model", ["FPARec", "SASRec"])
+def test_adam_betas_reach_the_optimizer_of_plugin_and_recbole_models(model, tiny_data, tmp_path):
+    from recbole_attn import registry
+    from tests.conftest import build
+
+    for betas, expected in ((None, (0.9, 0.999)), ([0.9, 0.98], (0.9, 0.98))):
+        config, net, *_ = build(model, tiny_data, str(tmp_path), adam_betas=betas)
+        trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+        assert trainer.optimizer.param_groups[0]["betas"] == expected
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"adam_betas": [0.9]}, "invalid value for [adam_betas]: [0.9]"),
+    ({"adam_betas": [0.9, 1.5]}, "two numbers in [0, 1)"),
+    ({"adam_betas": [0.9, 0.98], "learner": "sgd"}, "learner [sgd] would ignore"),
+])
+def test_bad_adam_betas_are_refused(overrides, message, tiny_data):
+    with pytest.raises(ConfigError) as error:
+        make("SASRecAttn", data_path=tiny_data, **overrides)
+    assert message in str(error.value)

@@ -536,10 +536,13 @@ def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_pat
         notes.append("--set for every run (over the Our model column): "
                      + ", ".join(f"{k}={v}" for k, v in user_set.items()) + ".")
     tables = {p.row.table for p in planned}
-    if tables & {"fparec-t3", "fparec-t4", "fparec-s4.7"}:
+    fparec_tables = {"fparec-t3", "fparec-t4", "fparec-s4.7"}
+    if tables & fparec_tables:
+        betas = sorted({str(tuple(p.config.get("adam_betas") or (0.9, 0.999)))
+                        for p in planned if p.row.table in fparec_tables})
         notes.append("FPARec rows: early stopping on validation NDCG@10 with patience 20 (the paper's code "
-                     "trains a fixed 801 epochs and has no early stopping); Adam beta2 0.999 (official 0.98, "
-                     "which RecBole does not expose).")
+                     "trains a fixed 801 epochs and has no early stopping); Adam betas " + " / ".join(betas)
+                     + " (official code: (0.9, 0.98)).")
     if "fparec-t4" in tables:
         notes.append("FPARec Table 4: the fixed patterns (appendix B) replace FPARec's positional attention, "
                      "so they run as PARec with attn_pattern at FPARec's n = 500.")
