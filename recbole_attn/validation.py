@@ -14,6 +14,7 @@ CHOICES = {
     "refine_scale": ("sqrt_d", "sqrt_n", "none"),
     "refine_init": ("normal", "identity"),
     "attn_pattern": ("learned", "average", "linear", "exponential"),
+    "weight_init": ("normal", "glorot"),
 }
 POSITIVE_INTS = (
     "hidden_size", "n_layers", "n_heads", "inner_size", "MAX_ITEM_LIST_LENGTH",
@@ -28,15 +29,20 @@ def _fail(key, value, allowed):
 
 # M_stoc turns attention rows into Gaussians: defined for the stochastic (STOSA) family only
 REFINE_MODES_BY_MODEL = {"AWRSR-SASRec": ("none", "simp", "value", "add")}
+# the models built on recbole_attn.model.base.AttentionSequentialRecommender
+SASREC_FAMILY = ("SASRecAttn", "PARec", "FPARec", "LinearAttnRec", "TokenMixRec", "AWRSR-SASRec")
 # keys that change only these models: setting them for another model would be silently ignored
 READ_BY = {
     "refine_mode": ("AWRSR-SASRec", "AWRSR-STOSA"),
     "attn_pattern": ("PARec", "FPARec"),
-    # the STOSA family has its own (post-LN) layers
-    "pre_norm": ("SASRecAttn", "PARec", "FPARec", "LinearAttnRec", "TokenMixRec", "AWRSR-SASRec"),
+    # the STOSA family has its own layers and initialisation
+    "pre_norm": SASREC_FAMILY,
+    "weight_init": SASREC_FAMILY,
+    "embedding_scale": SASREC_FAMILY,
 }
-INERT = {"refine_mode": "none", "attn_pattern": "learned", "pre_norm": False}
-BOOLEANS = ("pre_norm",)
+INERT = {"refine_mode": "none", "attn_pattern": "learned", "pre_norm": False, "weight_init": "normal",
+         "embedding_scale": False}
+BOOLEANS = ("pre_norm", "embedding_scale")
 
 
 def validate_model_config(cfg, explicit=()):

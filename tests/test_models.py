@@ -26,6 +26,8 @@ VARIANTS = [
     ("FPARec", {"pre_norm": True}),
     ("TokenMixRec", {"pre_norm": True}),
     ("AWRSR-SASRec", {"refine_mode": "add", "pre_norm": True}),
+    ("SASRecAttn", {"weight_init": "glorot", "embedding_scale": True, "pre_norm": True}),
+    ("FPARec", {"weight_init": "glorot", "embedding_scale": True}),
 ]
 IDS = [name + "".join(f"-{k}" if v is True else f"-{v}" for k, v in o.items()) for name, o in VARIANTS]
 N = 8  # MAX_ITEM_LIST_LENGTH of the tiny config
@@ -101,6 +103,43 @@ def test_refine_mode_none_is_exactly_the_backbone(tiny_data, saved_dir):
     seq, lens = make_batch(backbone.n_items, [N, 3])
     with torch.no_grad():
         assert torch.equal(backbone.encode(seq, lens), plain.encode(seq, lens))
+
+
+@pytest.mark.parametrize("name", ["SASRecAttn", "FPARec", "AWRSR-SASRec"])
+def test_glorot_init_draws_every_weight_matrix_within_its_glorot_bound(name, tiny_data, saved_dir):
+    """weight_init: glorot is Glorot-uniform on every Linear and Embedding (item padding row 0);
+    the default stays RecBole's N(0, initializer_range)."""
+    glorot, _ = eval_model(name, {"weight_init": "glorot"}, tiny_data, saved_dir)
+    normal, _ = eval_model(name, {}, tiny_data, saved_dir)
+    assert torch.equal(glorot.item_embedding.weight[0], torch.zeros(glorot.hidden_size))
+    modules = [m for m in glorot.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))]
+    assert len(modules) >= 4
+    for module in modules:
+        fan_out, fan_in = module.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert module.weight.abs().max() <= bound
+        assert module.weight.abs().max() > 0.5 * bound  # uniform over the whole range, not N(0, 0.02)
+    item = normal.item_embedding.weight.detach()
+    assert abs(item.std().item() - normal.initializer_range) < 0.005  # the default is untouched
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_embedding_scale_multiplies_only_the_input_item_embeddings(pre_norm, tiny_data, saved_dir):
+    """Same weights: the scaled model sees sqrt(d) * E[item] + P at the input and scores with E."""
+    plain, _ = eval_model("SASRecAttn", {"pre_norm": pre_norm}, tiny_data, saved_dir)
+    scaled, _ = eval_model("SASRecAttn", {"pre_norm": pre_norm, "embedding_scale": True}, tiny_data, saved_dir)
+    scaled.load_state_dict(plain.state_dict())
+    seq, lens = make_batch(plain.n_items, [N, 3])
+    positions = torch.arange(N)
+    with torch.no_grad():
+        expected = scaled.item_embedding(seq) * math.sqrt(scaled.hidden_size) + scaled.position_embedding(positions)
+        if not pre_norm:
+            expected = scaled.LayerNorm(expected)
+        assert torch.allclose(scaled.embed(seq, positions), expected, atol=1e-6)
+        assert not torch.allclose(scaled.encode(seq, lens), plain.encode(seq, lens), atol=1e-3)
+        hidden = scaled.forward(seq, lens)
+        scores = scaled.full_sort_predict({scaled.ITEM_SEQ: seq, scaled.ITEM_SEQ_LEN: lens})
+        assert torch.allclose(scores, hidden @ scaled.item_embedding.weight.t(), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["SASRecAttn", "FPARec", "TokenMixRec"])

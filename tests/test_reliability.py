@@ -103,6 +103,9 @@ BAD_CONFIGS = [
     ("SASRecAttn", "--n_heads=3", ["[n_heads]", "3", "divide hidden_size (16)"]),
     ("FPARec", "--pre_norm=1", ["[pre_norm]", "1", "True | False"]),
     ("STOSA", "--pre_norm=True", ["[pre_norm]", "model [STOSA] would ignore"]),
+    ("FPARec", "--weight_init=xavier", ["[weight_init]", "'xavier'", "normal | glorot"]),
+    ("SASRecAttn", "--embedding_scale=2", ["[embedding_scale]", "2", "True | False"]),
+    ("STOSA", "--embedding_scale=True", ["[embedding_scale]", "model [STOSA] would ignore"]),
 ]
 
 

@@ -9,7 +9,11 @@ initialisation and random stream) with two hooks:
   and FPARec code (True), see :mod:`recbole_attn.layers.encoder`;
 * ``pad_side``: ``right`` keeps RecBole's layout (oldest item in slot 0); ``left`` puts the
   newest item in slot ``n-1`` as the official PARec/FPARec/STOSA code does, which matters for
-  parameters indexed by absolute position.
+  parameters indexed by absolute position;
+* ``weight_init``: RecBole's ``N(0, initializer_range)`` (``normal``) or the Glorot-uniform
+  weights of the official TensorFlow SASRec/FPARec code (``glorot``, padding row zeroed);
+* ``embedding_scale``: multiply the input item embeddings by ``sqrt(hidden_size)`` as the
+  official code does (the output logits use the unscaled table).
 
 It also trains in the all-position mode (``train_mode: seq2seq``, rows from
 :class:`recbole_attn.data.dataset.Seq2SeqDataset`): every valid position of a row is a target,
@@ -50,6 +54,8 @@ class AttentionSequentialRecommender(SequentialRecommender):
         self.pad_side = config["pad_side"] or "right"
         self.train_mode = config["train_mode"] or "augment"
         self.pre_norm = bool(config["pre_norm"])
+        self.weight_init = config["weight_init"] or "normal"
+        self.embedding_scale = bool(config["embedding_scale"])
 
         # define layers and loss (same order as RecBole's SASRec: same seed, same weights)
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -71,15 +77,20 @@ class AttentionSequentialRecommender(SequentialRecommender):
 
         # parameters initialization
         self.apply(self._init_weights)
+        if self.weight_init == "glorot":
+            self.item_embedding.weight.data[0].zero_()  # the official code's zero_pad
 
     def build_attention(self):
         """The attention sublayer of one block: ``module(hidden, mask, positions) -> hidden``."""
         raise NotImplementedError
 
     def _init_weights(self, module):
-        """Initialize the weights (RecBole's SASRec)."""
+        """Initialize the weights (RecBole's SASRec, or Glorot-uniform with ``weight_init: glorot``)."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+            if self.weight_init == "glorot":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                module.weight.data.normal_(mean=0.0, std=self.initializer_range)
         elif isinstance(module, nn.LayerNorm):
             module.bias.data.zero_()
             module.weight.data.fill_(1.0)
@@ -88,7 +99,10 @@ class AttentionSequentialRecommender(SequentialRecommender):
 
     # ----- encoding --------------------------------------------------------------------
     def embed(self, item_seq, positions):
-        input_emb = self.item_embedding(item_seq) + self.position_embedding(positions).unsqueeze(0)
+        item_emb = self.item_embedding(item_seq)
+        if self.embedding_scale:
+            item_emb = item_emb * self.hidden_size ** 0.5
+        input_emb = item_emb + self.position_embedding(positions).unsqueeze(0)
         if self.pre_norm:
             return self.dropout(input_emb)
         return self.dropout(self.LayerNorm(input_emb))
