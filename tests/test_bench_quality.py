@@ -81,6 +81,22 @@ def test_plan_shares_runs_between_rows_and_tracks_settings():
     assert [(p.row.model, p.mode) for p in extra] == [("SASRec", "augment")]
 
 
+def test_beauty_notes_the_papers_sampled_evaluation_users():
+    planned = quality.plan_rows(quality.select_rows("beauty", models=["SASRecAttn", "FPARec"]), "beauty", 5, {})
+    sasrec, fparec = planned
+    records = {(sasrec.signature, 2020): {"test_result": {"hit@10": 0.08}},
+               (fparec.signature, 2020): {"test_result": {"hit@10": 0.05}},
+               (fparec.signature, 2021): {"test_result": {"hit@10": 0.07}}}
+    (note,) = quality.sampling_notes(planned, records, [2020, 2021], "beauty")
+    # sqrt(p (1 - p) / 10000) / p at p = 0.08 (SASRec) and the median 0.06 (FPARec)
+    assert "random 10,000 users" in note and "3.4-4.0%" in note
+    (pending,) = quality.sampling_notes(planned, {}, [2020], "beauty")
+    assert "10,000" in pending and "standard error" not in pending
+    # ML-1m is scored whole by the paper's code: no such note
+    ml1m = quality.plan_rows(quality.select_rows("ml-1m", models=["FPARec"]), "ml-1m", 5, {})
+    assert quality.sampling_notes(ml1m, {}, [2020], "ml-1m") == []
+
+
 # ----- command -----------------------------------------------------------------------------------
 
 

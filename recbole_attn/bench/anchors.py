@@ -91,6 +91,14 @@ NOT_COMPARABLE = {
     },
 }
 
+# table id -> dataset -> users the paper's own code scores per evaluation, where that is a sample.
+# The official FPARec code (util.py, exact_evaluate with sample_user_num=10000) scores a random
+# 10,000 users, drawn anew for validation and for test, when a dataset has more; the paper does
+# not say so. ML-1m (6,040 users) is scored whole; Beauty (22,363) is not.
+EVAL_USER_SAMPLE = {
+    "fparec-t3": {"beauty": 10000},
+}
+
 # the papers' names for RecBole's result keys
 METRIC_NAMES = {
     "hit@10": "HR@10",

@@ -35,6 +35,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -516,6 +517,35 @@ def markdown_table(lines):
     return "\n".join(out)
 
 
+def sampling_notes(planned, records, seeds, anchor_dataset):
+    """Where a paper's values come from a random sample of users, how much that sample alone moves
+    HR@10: the binomial standard error sqrt(p (1 - p) / users) at our median p, in percent of p."""
+    notes = []
+    for table, by_dataset in anchors.EVAL_USER_SAMPLE.items():
+        users = by_dataset.get(anchor_dataset)
+        if not users or not any(p.row.table == table for p in planned):
+            continue
+        relative = []
+        for p in planned:
+            values = [records[(p.signature, s)]["test_result"].get("hit@10") for s in seeds
+                      if p.row.table == table and (p.signature, s) in records]
+            values = [v for v in values if v]
+            if values:
+                hr = statistics.median(values)
+                relative.append(math.sqrt(hr * (1 - hr) / users) / hr * 100)
+        note = (f"{anchors.TABLES[table][1]}'s {anchor_dataset} values: the paper's code scores a random "
+                f"{users:,} users per evaluation (util.py, exact_evaluate with sample_user_num={users}; the paper "
+                "does not say so), where we score every user")
+        if relative:
+            spread = f"{min(relative):.1f}" if round(min(relative), 1) == round(max(relative), 1) \
+                else f"{min(relative):.1f}-{max(relative):.1f}"
+            note += (f"; at our HR@10 that sample alone has a standard error of {spread}% of the value "
+                     f"(binomial, sqrt(p(1-p)/{users})/p): the paper's values carry that noise on top of "
+                     "the seeds'")
+        notes.append(note + ".")
+    return notes
+
+
 def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_path, user_set=None):
     title = f"## Quality on {dataset}"
     if anchor_dataset != dataset:
@@ -549,6 +579,7 @@ def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_pat
     if "awrsr-t2" in tables:
         notes.append("AWRSR rows: early stopping on validation NDCG@5 with patience 20 (§3.1), one layer "
                      "(§3.3); the paper does not report its tuned ML-1M settings (see the files' comments).")
+    notes.extend(sampling_notes(planned, records, seeds, anchor_dataset))
     for by_dataset in anchors.NOT_COMPARABLE.values():
         notes.extend(by_dataset.values())
     unavailable = sorted({(p.row.model, p.reason) for p in planned if not p.available})
