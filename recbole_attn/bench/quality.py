@@ -526,9 +526,9 @@ def sampling_notes(planned, records, seeds, anchor_dataset):
         if not users or not any(p.row.table == table for p in planned):
             continue
         relative = []
-        for p in planned:
+        for p in (p for p in planned if p.row.table == table):
             values = [records[(p.signature, s)]["test_result"].get("hit@10") for s in seeds
-                      if p.row.table == table and (p.signature, s) in records]
+                      if (p.signature, s) in records]
             values = [v for v in values if v]
             if values:
                 hr = statistics.median(values)
