@@ -140,9 +140,17 @@ def train_run(model, dataset, config_dict, config_files, metrics):
         model, dataset, config_files or None, config_dict, read_cmd_line=False, log=False)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     valid_scores = []
+
+    def progress(epoch, score):
+        # one line an epoch: a comparison on a CPU runs for hours with RecBole's own logging off
+        valid_scores.append([epoch, float(score)])
+        best_epoch, best = max(valid_scores, key=lambda item: item[1])
+        print(f"    epoch {epoch}: valid {config['valid_metric']} {float(score):.4f} "
+              f"(best {best:.4f} at epoch {best_epoch})", flush=True)
+
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=True, show_progress=config["show_progress"], verbose=False,
-        callback_fn=lambda epoch, score: valid_scores.append([epoch, float(score)]))
+        callback_fn=progress)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     per_user = per_user_metrics(net, test_data, metrics)  # net now holds the best checkpoint
     return {

@@ -1,7 +1,9 @@
 """Comparisons: model specs, significance tests against scipy, per-user metrics against RecBole's
 evaluator, and a 2 models x 2 seeds comparison on ml-100k that resumes without redoing runs."""
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -96,8 +98,10 @@ def comparison(tmp_path_factory):
     os.chdir(folder)  # RecBole writes log/ into the working directory
     torch.set_num_threads(1)  # faster on a shared CPU
     argv = ["--models", MODELS, "--dataset", "ml-100k", "--seeds", "2", "--out_dir", str(folder / "out"), *TINY_ARGS]
-    code = compare.main(argv)
-    yield {"folder": folder, "out": folder / "out", "argv": argv, "code": code}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = compare.main(argv)
+    yield {"folder": folder, "out": folder / "out", "argv": argv, "code": code, "printed": printed.getvalue()}
     os.chdir(old_cwd)
     torch.set_num_threads(old_threads)
 
@@ -125,6 +129,20 @@ def test_comparison_writes_runs_and_both_tables(comparison, capsys):
     header = "| metric | model | seeds | median | mean ± std | vs baseline | p (t-test, seeds) | p (Wilcoxon, users) |"
     assert header in table
     assert f"| ndcg@10 | {display} | 2 |" in table and "| ndcg@10 | SASRecAttn | 2 |" in table
+
+
+def test_each_epoch_prints_its_validation_score(comparison):
+    lines = [line.strip() for line in comparison["printed"].splitlines() if line.strip().startswith("epoch ")]
+    assert len(lines) == 4  # 2 models x 2 seeds x 1 epoch
+    for line, record in zip(lines, _records_in_run_order(comparison["out"])):
+        score = record["valid_scores"][0][1]
+        assert line == f"epoch 0: valid {record['valid_metric']} {score:.4f} (best {score:.4f} at epoch 0)"
+
+
+def _records_in_run_order(out):
+    names = ["SASRecAttn-seed2020", "AWRSR-SASRec_refine_mode=add_refine_per_head=True-seed2020",
+             "SASRecAttn-seed2021", "AWRSR-SASRec_refine_mode=add_refine_per_head=True-seed2021"]
+    return [json.loads((out / "runs" / f"{name}.json").read_text()) for name in names]
 
 
 def test_run_files_hold_metrics_per_user_values_and_checkpoint(comparison):
