@@ -235,7 +235,7 @@ def summarize(records, models, metrics, split="test"):
             by_seed = {seed: r for (m, seed), r in records.items() if m == display}
             values = np.array([by_seed[s][result_key][metric] for s in sorted(by_seed)], dtype=float)
             row = {"metric": metric, "model": display, "seeds": len(values), "median": float(np.median(values)),
-                   "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                   "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                    "improvement_pct": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan}
             if display != baseline:
                 row["improvement_pct"] = (float((values.mean() - base_mean) / base_mean * 100)
@@ -277,8 +277,9 @@ def markdown_table(rows, title_lines=()):
         else:
             improvement = f"{row['improvement_pct']:+.1f}%"
         model = row["model"].replace("|", "\\|")
+        spread = "" if math.isnan(row["std"]) else f" ± {row['std']:.4f}"  # no spread from one seed
         lines.append(f"| {row['metric']} | {model} | {row['seeds']} | {row['median']:.4f} | "
-                     f"{row['mean']:.4f} ± {row['std']:.4f} | {improvement} | "
+                     f"{row['mean']:.4f}{spread} | {improvement} | "
                      f"{_fmt_p(row['p_ttest'])} | {_fmt_p(row['p_wilcoxon'])} |")
     return "\n".join(lines) + "\n"
 
@@ -302,7 +303,7 @@ def write_tables(rows, out_dir, title_lines=(), suffix=""):
 
 # ----- the comparison --------------------------------------------------------------------
 def compare(model_specs, dataset, seeds, overrides=None, config_files=None, out_dir=None, metrics=DEFAULT_METRICS,
-            split="test"):
+            split="test", finished_only=False):
     """Train every (model, seed) not finished yet, then write and return the table rows.
 
     Args:
@@ -310,6 +311,8 @@ def compare(model_specs, dataset, seeds, overrides=None, config_files=None, out_
         seeds: the seeds, e.g. ``[2020, 2021, 2022]``.
         overrides: configuration applied to every run.
         out_dir: default ``compare_results/<dataset>``.
+        finished_only: train nothing; tabulate the runs finished so far (a comparison spread
+            over several sittings).
 
     Returns:
         tuple: ``(rows, md_path, csv_path)``.
@@ -360,6 +363,9 @@ def compare(model_specs, dataset, seeds, overrides=None, config_files=None, out_
         record = load_finished(path, signature, metrics)
         if record is not None:
             print(f"[{i}/{total}] {display} seed={seed}: finished earlier, skipped", flush=True)
+        elif finished_only:
+            print(f"[{i}/{total}] {display} seed={seed}: not finished, left out", flush=True)
+            continue
         else:
             print(f"[{i}/{total}] {display} seed={seed}: training ...", flush=True)
             started = time.time()
@@ -372,13 +378,19 @@ def compare(model_specs, dataset, seeds, overrides=None, config_files=None, out_
             print(f"[{i}/{total}] {display} seed={seed}: done in {record['seconds']:.0f}s ({summary})", flush=True)
         records[(display, seed)] = record
 
+    if finished_only:
+        if not any(display == model_specs[0] for display, _ in records):
+            raise ConfigError(f"the baseline {model_specs[0]} has no finished run in {out_dir}; nothing to compare")
+        model_specs = [spec for spec in model_specs if any(display == spec for display, _ in records)]
     rows = summarize(records, model_specs, metrics, split)
     title = [f"# {dataset}: {len(model_specs)} model(s) x {len(seeds)} seed(s) ({', '.join(map(str, seeds))})", "",
              f"Baseline: {model_specs[0]}. Overrides: "
              f"{', '.join(f'{k}={v}' for k, v in overrides.items() if k not in UNSIGNED_KEYS) or 'none'}. "
              f"Median and mean ± std (ddof=1) over seeds of RecBole's {RESULT_NAMES[split]}; improvement of "
              "the mean over the baseline; p-values vs the baseline: paired t-test over seeds, Wilcoxon "
-             "signed-rank over users (each user's value averaged over seeds; test split only).", ""]
+             "signed-rank over users (each user's value averaged over seeds; test split only)."
+             + (" Finished runs only: a model's mean is over its own seeds, the p-values pair the seeds both "
+                "models finished." if finished_only else ""), ""]
     suffix = "" if split == "test" else f"-{split}"
     md_path, csv_path = write_tables(rows, out_dir, title, suffix)
     return rows, md_path, csv_path
@@ -405,6 +417,8 @@ def build_parser():
     parser.add_argument("--split", choices=["test", "valid"], default="test",
                         help="summarise test results (default) or best validation results "
                         "(table-valid.md), e.g. to choose settings without the test set")
+    parser.add_argument("--finished_only", action="store_true",
+                        help="train nothing: tabulate the runs finished so far (a comparison spread over sittings)")
     parser.add_argument("--table_metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated table metrics (default: {','.join(DEFAULT_METRICS)})")
     return parser
@@ -428,7 +442,8 @@ def main(argv=None):
         config_files = args.config_files.split() if args.config_files else None
         metrics = [m.strip() for m in args.table_metrics.split(",") if m.strip()]
         rows, md_path, csv_path = compare(split_model_specs(args.models), args.dataset, seeds, overrides,
-                                          config_files, args.out_dir, metrics, args.split)
+                                          config_files, args.out_dir, metrics, args.split,
+                                          args.finished_only)
     except RecboleAttnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -74,6 +75,15 @@ def test_summary_rows_from_records():
     new_users = [(by_user(records[("new", 1)])[u] + by_user(records[("new", 2)])[u]) / 2 for u in range(1, 6)]
     base_users = [(by_user(records[("base", 1)])[u] + by_user(records[("base", 2)])[u]) / 2 for u in range(1, 6)]
     assert new_row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(new_users, base_users).pvalue)
+
+
+def test_one_seed_has_no_spread_in_the_table():
+    records = {(model, 1): {"test_result": {"ndcg@10": value}, "per_user": {"user_id": [1, 2], "ndcg@10": [value] * 2}}
+               for model, value in (("base", 0.2), ("new", 0.3))}
+    rows = compare.summarize(records, ["base", "new"], ["ndcg@10"])
+    assert all(math.isnan(row["std"]) and math.isnan(row["p_ttest"]) for row in rows)
+    table = compare.markdown_table(rows)
+    assert "| ndcg@10 | base | 1 | 0.2000 | 0.2000 | baseline |" in table and "±" not in table.split("\n", 2)[2]
 
 
 def test_metric_arrays_follow_recbole_formulas():
@@ -200,6 +210,34 @@ def test_resume_skips_finished_runs_and_redoes_changed_ones(comparison, monkeypa
     assert json.loads(path.read_text())["signature"] != "stale"
     out = capsys.readouterr().out
     assert "[3/4] SASRecAttn seed=2021: training" in out and out.count("skipped") == 3
+
+
+def test_finished_only_tabulates_what_finished_and_trains_nothing(comparison, tmp_path, monkeypatch, capsys):
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("--finished_only trained a run")
+
+    out = tmp_path / "out"
+    shutil.copytree(comparison["out"], out)
+    other = "AWRSR-SASRec_refine_mode=add_refine_per_head=True"
+    (out / "runs" / f"{other}-seed2021.json").unlink()
+    monkeypatch.setattr(compare, "train_run", must_not_train)
+    argv = list(comparison["argv"])
+    argv[argv.index("--out_dir") + 1] = str(out)
+    capsys.readouterr()
+    assert compare.main([*argv, "--finished_only"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed=2021: not finished, left out" in printed and printed.count("finished earlier, skipped") == 3
+    with open(out / "table.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == "ndcg@10"]
+    assert [(r["model"], r["seeds"]) for r in rows] == [
+        ("SASRecAttn", "2"), ("AWRSR-SASRec[refine_mode=add,refine_per_head=True]", "1")]
+    assert rows[1]["std"] == rows[1]["p_ttest"] == ""  # one finished seed: no spread, no t-test
+    assert 0 <= float(rows[1]["p_wilcoxon"]) <= 1  # users paired on the common seed 2020
+
+    for seed in (2020, 2021):
+        (out / "runs" / f"SASRecAttn-seed{seed}.json").unlink()
+    assert compare.main([*argv, "--finished_only"]) == 2
+    assert "the baseline SASRecAttn has no finished run" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
