@@ -97,6 +97,22 @@ def test_beauty_notes_the_papers_sampled_evaluation_users():
     assert quality.sampling_notes(ml1m, {}, [2020], "ml-1m") == []
 
 
+def test_fparec_rows_use_the_official_optimizer_and_initialisation_and_say_so(tmp_path):
+    for dataset in ("beauty", "ml-1m"):
+        planned = quality.plan_rows(quality.select_rows(dataset, tables=["fparec-t3"]), dataset, 5, {})
+        for p in planned:
+            assert p.config["adam_betas"] == [0.9, 0.98], p.row
+            assert p.config["weight_init"] == "glorot" and p.config["embedding_scale"] is True, p.row
+    text = quality.render(planned, {}, [2020], "ml-1m", "ml-1m", 5, tmp_path / "r.json")
+    assert "initialisation Glorot-uniform, sqrt(d) item-embedding scale (official code" in text
+    # RecBole's initialisation given back by --set: another run, and the note says which
+    recbole_init = {"weight_init": "normal", "embedding_scale": False}
+    other = quality.plan_rows(quality.select_rows("ml-1m", tables=["fparec-t3"]), "ml-1m", 5, recbole_init)
+    assert all(o.signature != p.signature for o, p in zip(other, planned))
+    text = quality.render(other, {}, [2020], "ml-1m", "ml-1m", 5, tmp_path / "r.json", recbole_init)
+    assert "initialisation N(0, 0.02) (official code" in text
+
+
 # ----- command -----------------------------------------------------------------------------------
 
 

@@ -239,8 +239,8 @@ MEAN_PATH = ("multi_head_attention.mean_value", "multi_head_attention.mean_dense
 
 @pytest.mark.parametrize("bug", [False, True])
 def test_mean_passthrough_bug_flag(bug, tiny_data, saved_dir):
-    """``True`` reproduces the official encoder (models_spec §1.5): the mean returned is the
-    embedding's, and the mean value/output/feed-forward weights get no gradient."""
+    """``True`` reproduces the official encoder (STOSA's ``DistSAEncoder.forward``): the mean
+    returned is the embedding's, and the mean value/output/feed-forward weights get no gradient."""
     model, train = eval_model("STOSA", {"mean_passthrough_bug": bug}, tiny_data, saved_dir)
     seq, lens = make_batch(model.n_items, [N, 5])
     aligned, positions = align(seq, lens, model.pad_side, N)

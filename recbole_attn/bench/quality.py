@@ -546,6 +546,13 @@ def sampling_notes(planned, records, seeds, anchor_dataset):
     return notes
 
 
+def init_label(config):
+    """How a run initialises its weights, in the words of the notes."""
+    init = ("Glorot-uniform" if config.get("weight_init") == "glorot"
+            else f"N(0, {config.get('initializer_range', 0.02)})")
+    return init + (", sqrt(d) item-embedding scale" if config.get("embedding_scale") else "")
+
+
 def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_path, user_set=None):
     title = f"## Quality on {dataset}"
     if anchor_dataset != dataset:
@@ -568,11 +575,13 @@ def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_pat
     tables = {p.row.table for p in planned}
     fparec_tables = {"fparec-t3", "fparec-t4", "fparec-s4.7"}
     if tables & fparec_tables:
-        betas = sorted({str(tuple(p.config.get("adam_betas") or (0.9, 0.999)))
-                        for p in planned if p.row.table in fparec_tables})
+        fparec_configs = [p.config for p in planned if p.row.table in fparec_tables]
+        betas = sorted({str(tuple(c.get("adam_betas") or (0.9, 0.999))) for c in fparec_configs})
+        inits = sorted({init_label(c) for c in fparec_configs})
         notes.append("FPARec rows: early stopping on validation NDCG@10 with patience 20 (the paper's code "
                      "trains a fixed 801 epochs and has no early stopping); Adam betas " + " / ".join(betas)
-                     + " (official code: (0.9, 0.98)).")
+                     + " (official code: (0.9, 0.98)); initialisation " + " / ".join(inits)
+                     + " (official code: Glorot-uniform, sqrt(d) item-embedding scale).")
     if "fparec-t4" in tables:
         notes.append("FPARec Table 4: the fixed patterns (appendix B) replace FPARec's positional attention, "
                      "so they run as PARec with attn_pattern at FPARec's n = 500.")
