@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
+from recbole.utils import InputType
 
 from recbole_attn import registry
 from recbole_attn.errors import ConfigError, DataError
@@ -119,11 +120,11 @@ class Config(RecBoleConfig):
         # a seq2seq row is a whole window: RecBole's 2048 prefix rows per batch would be 2048 users
         if plugin and cfg.get("train_mode") == "seq2seq" and "train_batch_size" not in external:
             cfg["train_batch_size"] = cfg.get("seq2seq_batch_size") or cfg["train_batch_size"]
-        # CE needs no sampled negatives; BPR needs one per row (RecBole's default) unless told otherwise.
+        # CE needs no sampled negatives; BPR and BCE need one per row (RecBole's default) unless told otherwise.
         if "train_neg_sample_args" not in external:
             if plugin and cfg.get("train_mode") == "seq2seq":
                 cfg["train_neg_sample_args"] = None  # seq2seq models draw one negative per position
-            elif cfg.get("loss_type") == "BPR":
+            elif cfg.get("loss_type") in ("BPR", "BCE"):
                 cfg["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0,
                                                 "dynamic": False, "candidate_num": 0}
             elif cfg.get("loss_type") == "CE":
@@ -135,7 +136,14 @@ class Config(RecBoleConfig):
                     f"RecBole's [{self.model}] trains in its own way (train_mode: augment)"
                 )
             cfg["train_mode"] = "augment"
+            # without an input_type of its own RecBole's model reads only these (else a ValueError deep in a loader)
+            if not hasattr(self.model_class, "input_type") and cfg.get("loss_type") not in ("CE", "BPR"):
+                raise ConfigError(f"invalid value for [loss_type]: {cfg.get('loss_type')!r}; RecBole's "
+                                  f"[{self.model}] takes 'CE' or 'BPR'")
         super()._set_default_parameters()
+        if plugin and cfg.get("loss_type") == "BCE":
+            # RecBole knows CE and BPR only; BCE, like BPR, scores one (positive, negative) pair per row
+            cfg["MODEL_INPUT_TYPE"] = InputType.PAIRWISE
         from recbole_attn.validation import validate_model_config, validate_optimizer_config
 
         validate_optimizer_config(cfg)

@@ -7,7 +7,7 @@ from recbole_attn.errors import ConfigError
 
 CHOICES = {
     "train_mode": ("seq2seq", "augment"),
-    "loss_type": ("CE", "BPR"),
+    "loss_type": ("CE", "BPR", "BCE"),
     "pad_side": ("right", "left"),
     "refine_mode": ("none", "simp", "value", "add", "stoc"),
     "refine_input": ("scores", "probs"),

@@ -188,15 +188,37 @@ def test_loss_decreases_on_a_fixed_batch(name, overrides, tiny_data, saved_dir):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-@pytest.mark.parametrize("loss_type", ["CE", "BPR"])
-def test_both_losses_train_in_both_modes(loss_type, tiny_data, saved_dir):
+@pytest.mark.parametrize("loss_type", ["CE", "BPR", "BCE"])
+def test_every_loss_trains_in_both_modes(loss_type, tiny_data, saved_dir):
     for mode in ("seq2seq", "augment"):
         model, train = eval_model("FPARec", {}, tiny_data, saved_dir, loss_type=loss_type, train_mode=mode)
         batch = next(iter(train))
         assert ("loss_start" in batch) == (mode == "seq2seq")
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        assert torch.isfinite(loss) and model.item_embedding.weight.grad is not None
+        # augment rows carry RecBole's sampled negative for the sampled losses, seq2seq draws its own
+        assert (model.NEG_ITEM_ID in batch) == (mode == "augment" and loss_type != "CE")
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        losses = []
+        for _ in range(15):
+            optimizer.zero_grad()
+            loss = model.calculate_loss(batch)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert all(math.isfinite(x) for x in losses)
+        assert losses[-1] < 0.9 * losses[0], (mode, losses)
+
+
+def test_one_negative_bce_is_sasrecs_objective():
+    from recbole_attn.model.base import one_negative_bce
+
+    pos = torch.tensor([2.0, -1.0, 0.0, 3.5])
+    neg = torch.tensor([-3.0, 0.5, 0.0, 1.0])
+    expected = -(torch.log(torch.sigmoid(pos)) + torch.log(1 - torch.sigmoid(neg))).mean()
+    assert torch.allclose(one_negative_bce(pos, neg), expected)
+    # a large wrong margin: log(sigmoid) of the naive form is log(0), the stable form gives ~400
+    extreme = one_negative_bce(torch.tensor([-200.0]), torch.tensor([200.0]))
+    assert torch.isfinite(extreme) and abs(extreme.item() - 400.0) < 1e-3
 
 
 @pytest.mark.parametrize("name,overrides", VARIANTS[::3], ids=IDS[::3])

@@ -106,6 +106,8 @@ BAD_CONFIGS = [
     ("FPARec", "--weight_init=xavier", ["[weight_init]", "'xavier'", "normal | glorot"]),
     ("SASRecAttn", "--embedding_scale=2", ["[embedding_scale]", "2", "True | False"]),
     ("STOSA", "--embedding_scale=True", ["[embedding_scale]", "model [STOSA] would ignore"]),
+    ("SASRecAttn", "--loss_type=BCEX", ["[loss_type]", "'BCEX'", "CE | BPR | BCE"]),
+    ("SASRec", "--loss_type=BCE", ["[loss_type]", "'BCE'", "RecBole's [SASRec] takes 'CE' or 'BPR'"]),
 ]
 
 
