@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from tests.conftest import assert_no_leakage, assert_save_load_round_trip, build, make_batch, run_cli
+from tests.conftest import (assert_loss_decreases, assert_no_leakage, assert_save_load_round_trip, build,
+                            make_batch, run_cli)
 
 # (registry name, config overrides): every attention type and refinement mode
 VARIANTS = [
@@ -174,18 +175,7 @@ def test_pre_norm_keeps_an_unnormalised_residual_stream(name, tiny_data, saved_d
 @pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)
 def test_loss_decreases_on_a_fixed_batch(name, overrides, tiny_data, saved_dir):
     model, train = eval_model(name, overrides, tiny_data, saved_dir)
-    batch = next(iter(train))
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    for _ in range(25):
-        optimizer.zero_grad()
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(x) for x in losses)
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert_loss_decreases(model, next(iter(train)), steps=25)
 
 
 @pytest.mark.parametrize("loss_type", ["CE", "BPR", "BCE"])
@@ -196,17 +186,7 @@ def test_every_loss_trains_in_both_modes(loss_type, tiny_data, saved_dir):
         assert ("loss_start" in batch) == (mode == "seq2seq")
         # augment rows carry RecBole's sampled negative for the sampled losses, seq2seq draws its own
         assert (model.NEG_ITEM_ID in batch) == (mode == "augment" and loss_type != "CE")
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        losses = []
-        for _ in range(15):
-            optimizer.zero_grad()
-            loss = model.calculate_loss(batch)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        assert all(math.isfinite(x) for x in losses)
-        assert losses[-1] < 0.9 * losses[0], (mode, losses)
+        assert_loss_decreases(model, batch, steps=15, same_draws=True)
 
 
 def test_one_negative_bce_is_sasrecs_objective():

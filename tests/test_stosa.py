@@ -12,7 +12,8 @@ from recbole_attn.layers.attention import merge_heads, split_heads
 from recbole_attn.layers.stochastic import positive, wasserstein_distance, wasserstein_pairwise
 from recbole_attn.model.sequence import align, causal_padding_mask
 from tests.conftest import N_TINY as N
-from tests.conftest import assert_no_leakage, assert_save_load_round_trip, build, make_batch, run_cli
+from tests.conftest import (assert_loss_decreases, assert_no_leakage, assert_save_load_round_trip, build,
+                            make_batch, run_cli)
 
 # (registry name, config overrides): plain STOSA, the official-bug flag and every refinement mode
 VARIANTS = [
@@ -291,18 +292,7 @@ def test_loss_decreases_on_a_fixed_batch(name, overrides, tiny_data, saved_dir):
     model, train = eval_model(name, overrides, tiny_data, saved_dir)
     batch = next(iter(train))
     assert ("loss_start" in batch) == (overrides.get("train_mode", "seq2seq") == "seq2seq")
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    for _ in range(20):
-        torch.manual_seed(0)  # the same sampled negatives and dropout masks at every step
-        optimizer.zero_grad()
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(x) for x in losses)
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert_loss_decreases(model, batch, steps=20, same_draws=True)
 
 
 def test_loss_is_bpr_on_distances_plus_the_pvn_hinge(tiny_data, saved_dir):
