@@ -189,13 +189,18 @@ def test_every_loss_trains_in_both_modes(loss_type, tiny_data, saved_dir):
         assert_loss_decreases(model, batch, steps=15, same_draws=True)
 
 
-def test_one_negative_bce_is_sasrecs_objective():
+def test_bce_is_sasrecs_objective_on_the_models_scores(tiny_data, saved_dir):
     from recbole_attn.model.base import one_negative_bce
 
-    pos = torch.tensor([2.0, -1.0, 0.0, 3.5])
-    neg = torch.tensor([-3.0, 0.5, 0.0, 1.0])
-    expected = -(torch.log(torch.sigmoid(pos)) + torch.log(1 - torch.sigmoid(neg))).mean()
-    assert torch.allclose(one_negative_bce(pos, neg), expected)
+    model, train = eval_model("SASRecAttn", {}, tiny_data, saved_dir, loss_type="BCE", train_mode="augment")
+    batch = next(iter(train))
+    model.eval()
+    with torch.no_grad():
+        out = model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+        pos = (out * model.item_embedding(batch[model.POS_ITEM_ID])).sum(-1)
+        neg = (out * model.item_embedding(batch[model.NEG_ITEM_ID])).sum(-1)
+        expected = -(torch.log(torch.sigmoid(pos)) + torch.log(1 - torch.sigmoid(neg))).mean()
+        assert torch.allclose(model.calculate_loss(batch), expected, atol=1e-6)
     # a large wrong margin: log(sigmoid) of the naive form is log(0), the stable form gives ~400
     extreme = one_negative_bce(torch.tensor([-200.0]), torch.tensor([200.0]))
     assert torch.isfinite(extreme) and abs(extreme.item() - 400.0) < 1e-3
