@@ -257,7 +257,8 @@ RESULT_NAMES = {"test": "test result", "valid": "best validation result"}
 
 
 # ----- tables ----------------------------------------------------------------------------
-def _fmt_p(p):
+def format_p_value(p):
+    """A p-value for a table: empty when undefined (NaN), ``<0.001`` below that, else 3 decimals."""
     if p is None or math.isnan(p):
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
@@ -280,7 +281,7 @@ def markdown_table(rows, title_lines=()):
         spread = "" if math.isnan(row["std"]) else f" ± {row['std']:.4f}"  # no spread from one seed
         lines.append(f"| {row['metric']} | {model} | {row['seeds']} | {row['median']:.4f} | "
                      f"{row['mean']:.4f}{spread} | {improvement} | "
-                     f"{_fmt_p(row['p_ttest'])} | {_fmt_p(row['p_wilcoxon'])} |")
+                     f"{format_p_value(row['p_ttest'])} | {format_p_value(row['p_wilcoxon'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -113,6 +113,37 @@ def test_fparec_rows_use_the_official_optimizer_and_initialisation_and_say_so(tm
     assert "initialisation N(0, 0.02) (official code" in text
 
 
+def test_each_awrsr_refinement_is_tested_against_its_own_base_on_shared_seeds(tmp_path):
+    from scipy import stats
+
+    planned = quality.plan_rows(quality.select_rows("ml-1m", tables=["awrsr-t2"]), "ml-1m", 5, {})
+    by_label = {p.row.label: p for p in planned}
+
+    def record(recall1):
+        result = {"recall@1": recall1, "recall@5": 0.1, "ndcg@5": 0.06}
+        return {"test_result": result, "best_valid_result": result, "spec": "AWRSR", "train_mode": "seq2seq",
+                "epochs_run": 5, "best_epoch": 4, "wall_time_s": 1.0, "device": "cpu", "date": "2026-12-03"}
+
+    records = {}
+    for seed, base, simp in ((2020, 0.020, 0.025), (2021, 0.022, 0.026), (2022, 0.021, 0.027)):
+        records[(by_label["SASRec Original"].signature, seed)] = record(base)
+        records[(by_label["SASRec M_simp"].signature, seed)] = record(simp)
+    records[(by_label["STOSA M_stoc"].signature, 2020)] = record(0.03)  # its base has not run: no line
+    lines = quality.refinement_rows(planned, records, [2020, 2021, 2022])
+    assert {line[0] for line in lines} == {"SASRec M_simp"}
+    recall1 = next(line for line in lines if line[2] == "Recall@1")
+    expected_p = stats.ttest_rel([0.025, 0.026, 0.027], [0.020, 0.022, 0.021]).pvalue
+    assert recall1[:7] == ("SASRec M_simp", "SASRec Original", "Recall@1", "3", "0.0260", "0.0210", "+23.8")
+    assert recall1[7] == f"{expected_p:.3f}"
+    ndcg5 = next(line for line in lines if line[2] == "NDCG@5")
+    assert ndcg5[6] == "+0.0" and ndcg5[7] == ""  # identical pairs: no p-value
+    text = quality.render(planned, records, [2020, 2021, 2022], "ml-1m", "ml-1m", 5, tmp_path / "r.json")
+    assert "AWRSR refinements against their base model" in text and "| SASRec M_simp | SASRec Original |" in text
+    # one seed: the means, no test
+    (one,) = [line for line in quality.refinement_rows(planned, records, [2020]) if line[2] == "Recall@1"]
+    assert one[3] == "1" and one[7] == ""
+
+
 # ----- command -----------------------------------------------------------------------------------
 
 

@@ -79,6 +79,7 @@ NOT_EXPERIMENT_KEYS = frozenset([
 ])
 
 TABLE_HEADER = ("Table", "Row", "Our model", "Mode", "Metric", "Ours", "Paper", "Diff %", "Seeds")
+REFINEMENT_HEADER = ("Refinement", "Base", "Metric", "Seeds", "Mean", "Base mean", "Diff %", "p (paired t-test)")
 
 
 @dataclass
@@ -511,8 +512,34 @@ def table_rows(planned, records, seeds):
     return lines
 
 
-def markdown_table(lines):
-    out = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "|".join("---" for _ in TABLE_HEADER) + "|"]
+def refinement_rows(planned, records, seeds):
+    """AWRSR Table 2: each refinement against its own base model (the "<base> Original" row) on
+    the seeds both finished: the means, the difference in percent and the p-value of the
+    comparison tool's paired t-test over seeds (empty under two seeds)."""
+    from recbole_attn.compare import format_p_value, paired_t_test
+
+    rows = {p.row.label: p for p in planned if p.row.table == "awrsr-t2"}
+    lines = []
+    for label, p in rows.items():
+        base_label = label.split()[0] + " Original"
+        base = rows.get(base_label)
+        if base is None or base is p:
+            continue
+        common = [s for s in seeds if (p.signature, s) in records and (base.signature, s) in records]
+        if not common:
+            continue
+        for metric in anchors.TABLES["awrsr-t2"][2]:
+            ours = [records[(p.signature, s)]["test_result"][metric] for s in common]
+            theirs = [records[(base.signature, s)]["test_result"][metric] for s in common]
+            mean, base_mean = statistics.fmean(ours), statistics.fmean(theirs)
+            diff = f"{(mean - base_mean) / base_mean * 100:+.1f}" if base_mean else ""
+            lines.append((label, base_label, anchors.METRIC_NAMES.get(metric, metric), str(len(common)),
+                          _fmt(mean), _fmt(base_mean), diff, format_p_value(paired_t_test(ours, theirs))))
+    return lines
+
+
+def markdown_table(lines, header=TABLE_HEADER):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
     return "\n".join(out)
 
@@ -557,7 +584,13 @@ def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_pat
     title = f"## Quality on {dataset}"
     if anchor_dataset != dataset:
         title += f" (beside the papers' {anchor_dataset} values)"
-    parts = [title, "", markdown_table(table_rows(planned, records, seeds)), "", "Notes:"]
+    parts = [title, "", markdown_table(table_rows(planned, records, seeds)), ""]
+    refinements = refinement_rows(planned, records, seeds)
+    if refinements:
+        parts += ["AWRSR refinements against their base model, on the seeds both finished (paired t-test "
+                  "over seeds, as `python -m recbole_attn.compare`):", "",
+                  markdown_table(refinements, REFINEMENT_HEADER), ""]
+    parts.append("Notes:")
     files = sorted({paper_settings_file(p.row.family, p.row.dataset).name for p in planned})
     notes = [
         "Ours: median over the finished seeds of the test value at the best validation epoch; "
