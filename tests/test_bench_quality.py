@@ -4,6 +4,7 @@ on a tiny dataset (1 epoch, 1 seed, 2 rows) that never needs ``../shared``."""
 import json
 import os
 import re
+import signal
 
 import pytest
 
@@ -199,7 +200,8 @@ def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypat
     assert "pending" in _cells(_table_lines(third.out)[2])[5]
 
 
-def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_interrupted_run_resumes_from_its_last_epoch(stop, tmp_path, monkeypatch, capsys):
     from recbole_attn.trainer import CheckpointMixin
 
     monkeypatch.chdir(tmp_path)
@@ -209,10 +211,13 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, caps
     args = args[:args.index("SASRecAttn,FPARec") - 1] + args[args.index("SASRecAttn,FPARec") + 1:]
     real_save = CheckpointMixin.save_last_checkpoint
 
-    def stop_after_epoch_1(self, epoch):  # Ctrl-C right after epoch 1's checkpoint
+    def stop_after_epoch_1(self, epoch):  # Ctrl-C or a kill right after epoch 1's checkpoint
         real_save(self, epoch)
         if epoch == 1:
-            raise KeyboardInterrupt
+            if stop == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise KeyboardInterrupt
 
     monkeypatch.setattr(CheckpointMixin, "save_last_checkpoint", stop_after_epoch_1)
     assert bench_main(args) == 130

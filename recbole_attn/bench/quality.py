@@ -40,6 +40,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -721,13 +722,21 @@ def build_parser():
     return p
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # SIGTERM (a killed job) stops like Ctrl-C: the run in progress keeps its last epoch to resume from
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return _main(args)
     except RecboleAttnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(args):
