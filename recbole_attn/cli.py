@@ -45,7 +45,8 @@ def build_parser():
     return parser
 
 
-def _raise_interrupt(signum, frame):
+def raise_interrupt(signum, frame):
+    """Signal handler: stop like Ctrl-C, so the interrupted run keeps its last epoch."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -54,7 +55,7 @@ def main(argv=None):
         sys.argv = [sys.argv[0]] + list(argv)  # RecBole's Config reads --key=value from sys.argv
     args, _ = build_parser().parse_known_args(sys.argv[1:])
     config_files = args.config_files.strip().split(" ") if args.config_files else None
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops like Ctrl-C: checkpoints stay usable
+    signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops like Ctrl-C: checkpoints stay usable
     try:
         if args.params_file:
             from recbole_attn.hyper import tune

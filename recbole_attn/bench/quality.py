@@ -722,14 +722,12 @@ def build_parser():
     return p
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None):
+    from recbole_attn.cli import raise_interrupt
+
     args = build_parser().parse_args(argv)
     # SIGTERM (a killed job) stops like Ctrl-C: the run in progress keeps its last epoch to resume from
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         return _main(args)
     except RecboleAttnError as e:
