@@ -3,7 +3,6 @@
 import fnmatch
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import torch

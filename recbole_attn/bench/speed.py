@@ -16,7 +16,6 @@ import copy
 import ctypes
 import gc
 import json
-import os
 import platform
 import tempfile
 import threading
