@@ -5,6 +5,9 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -279,6 +282,50 @@ def test_a_run_finished_by_another_command_meanwhile_is_not_trained_again(tmp_pa
     assert bench_main(args) == 0
     assert "seed 2020: finished by another process" in capsys.readouterr().err
     assert not (tmp_path / "saved" / "quality" / "tiny" / f"{signature}-seed2020").exists()
+
+
+def test_jobs_trains_every_pending_run_once_in_commands_side_by_side(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    data = write_tiny_dataset(tmp_path / "data")
+    results = tmp_path / "r.json"
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("--jobs trains in the commands it starts, not in itself")
+
+    monkeypatch.setattr(quality, "run_one", not_here)
+    assert bench_main(_tiny_args(data, results, "--seeds", "2", "--jobs", "2")) == 0
+    out, err = capfd.readouterr()
+    assert "2 commands side by side (OMP_NUM_THREADS=1 each) for 4 runs" in err
+    runs = json.loads(results.read_text())["runs"]
+    assert sorted((r["model"], r["seed"]) for r in runs) == [
+        ("FPARec", 2020), ("FPARec", 2021), ("SASRecAttn", 2020), ("SASRecAttn", 2021)]
+    assert len(re.findall(r"\] running (SASRecAttn|FPARec)\b", err)) == 4  # each run trained once
+    body = [dict(zip(quality.TABLE_HEADER, _cells(line))) for line in _table_lines(out)[2:]]
+    assert len(body) == 4 and all(b["Seeds"] == "2/2" for b in body)
+    assert out.count("## Quality") == 1  # one table, from the command that started the others
+
+
+@pytest.mark.skipif(quality.fcntl is None, reason="no file locks on this platform")
+def test_jobs_stopped_with_sigterm_keeps_each_run_in_progress(tmp_path):
+    data = write_tiny_dataset(tmp_path / "data")
+    results = tmp_path / "r.json"
+    # runs that would not end on their own: stopped while both train
+    args = _tiny_args(data, results, "--epochs", "100000", "--set", "stopping_step=100000", "--jobs", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "recbole_attn.bench", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folders = tmp_path / "saved" / "quality" / "tiny"
+    deadline = time.time() + 180
+    while len(list(folders.glob("*/*-last.pth"))) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    assert "stopping the commands side by side" in err
+    assert not results.exists()
+    runs = list(folders.iterdir())
+    assert len(runs) == 2 and all(list(run.glob("*-last.pth")) for run in runs)  # both resume from there
+    assert "| FPARec Table 3 | SASRec |" in out and "pending" in out
 
 
 def test_bad_setting_stops_before_training(tmp_path, monkeypatch, capsys):

@@ -718,6 +718,10 @@ def build_parser():
                    help="stop after this many new runs (spread a reproduction over several sittings)")
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="print the plan (finished and pending runs) and the table so far; train nothing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="commands to run side by side, each single-threaded (OMP_NUM_THREADS=1) and taking "
+                        "the runs no other one holds; on one GPU they share it (default 1)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs' commands
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
     return p
 
@@ -725,7 +729,9 @@ def build_parser():
 def main(argv=None):
     from recbole_attn.cli import raise_interrupt
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     # SIGTERM (a killed job) stops like Ctrl-C: the run in progress keeps its last epoch to resume from
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
@@ -745,8 +751,8 @@ def _main(args):
     if anchor_dataset not in anchors.datasets_with_anchors():
         raise ConfigError(f"no paper values for dataset [{anchor_dataset}]; pass --anchors-from "
                           f"{'|'.join(anchors.datasets_with_anchors())}")
-    if args.seeds < 1 or args.epochs < 1 or (args.max_runs is not None and args.max_runs < 0):
-        raise ConfigError("--seeds and --epochs must be positive and --max-runs at least 0")
+    if args.seeds < 1 or args.epochs < 1 or args.jobs < 1 or (args.max_runs is not None and args.max_runs < 0):
+        raise ConfigError("--seeds, --epochs and --jobs must be positive and --max-runs at least 0")
     tables = _split(args.tables)
     unknown = [t for t in tables if t not in anchors.TABLES]
     if unknown:
@@ -769,19 +775,25 @@ def _main(args):
     runs = plan_runs(planned, seeds)
     records = load_results(results_path)
     pending = [(p, s) for p, s in runs if (p.signature, s) not in records]
-    if not args.dry_run:
-        for p, seed in runs:
-            done = records.get((p.signature, seed))
-            if done:
-                _log(f"skipping {p.row.spec} seed {seed} ({p.signature}): finished {done['date']}")
-    _log(f"{dataset}: {len(runs)} runs ({len(rows)} rows x {len(seeds)} seeds, shared settings run once), "
-         f"{len(runs) - len(pending)} finished, {len(pending)} pending; results: {_show_path(results_path)}")
+    if not args.worker:  # a copy of --jobs leaves these lines to the command that started it
+        if not args.dry_run:
+            for p, seed in runs:
+                done = records.get((p.signature, seed))
+                if done:
+                    _log(f"skipping {p.row.spec} seed {seed} ({p.signature}): finished {done['date']}")
+        _log(f"{dataset}: {len(runs)} runs ({len(rows)} rows x {len(seeds)} seeds, shared settings run once), "
+             f"{len(runs) - len(pending)} finished, {len(pending)} pending; results: {_show_path(results_path)}")
 
     failed, interrupted = [], False
     if args.dry_run:
         print("\n".join([f"Plan ({len(pending)} pending):"] + describe_plan(runs, records, planned)) + "\n")
     else:
-        failed, interrupted = _train(pending, dataset, data_path, Path(args.raw), results_path, args.max_runs)
+        if args.jobs > 1 and not args.worker:
+            failed, interrupted = _train_in_workers(args, pending, dataset, data_path, results_path)
+        else:
+            failed, interrupted = _train(pending, dataset, data_path, Path(args.raw), results_path, args.max_runs)
+        if args.worker:  # the command that started it prints the table
+            return 130 if interrupted else (1 if failed else 0)
         records = load_results(results_path)
 
     text = render(planned, records, seeds, dataset, anchor_dataset, args.epochs, results_path, user_set)
@@ -834,3 +846,42 @@ def _train(pending, dataset, data_path, raw_dir, results_path, max_runs):
         _log(f"    done in {record['wall_time_s']:.0f} s, {record['epochs_run']} epochs: "
              + ", ".join(f"{m} {test[m]:.4f}" for m in metrics if m in test))
     return failed, False
+
+
+def _train_in_workers(args, pending, dataset, data_path, results_path):
+    """``--jobs N``: start N copies of this command, each single-threaded, and wait for them.
+
+    Each copy takes the pending runs no other one holds (the per-run locks of :func:`_train`), so
+    together they run every pending run once. Returns ``(any copy failed, interrupted)``. Ctrl-C or
+    SIGTERM stops every copy as it would stop one command: the runs in progress keep their last epoch.
+    """
+    if args.max_runs is not None:
+        pending = pending[:args.max_runs]  # each copy considers these only: --max-runs holds for all of them
+    if not pending:
+        return False, False
+    # convert the data and check every setting once, before the copies start
+    ensure_dataset(dataset, data_path, Path(args.raw))
+    check_configs([p for p, _ in pending], dataset, data_path)
+    jobs = min(args.jobs, len(pending))
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")  # N commands with one thread each share the cores without waiting on each other
+    # the copies import this package from where this command did, installed or not
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_DIR), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "recbole_attn.bench", "quality", *args.argv, "--jobs", "1", "--worker"]
+    _log(f"{jobs} commands side by side (OMP_NUM_THREADS={env['OMP_NUM_THREADS']} each) for {len(pending)} runs")
+    # their own session: a Ctrl-C in the terminal reaches this command only, which passes one SIGTERM on
+    workers = []
+    try:
+        for _ in range(jobs):
+            workers.append(subprocess.Popen(command, env=env, start_new_session=True))
+        codes = [w.wait() for w in workers]
+    except KeyboardInterrupt:
+        _log("interrupted; stopping the commands side by side (each keeps its run's last epoch)")
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait()
+        return False, True
+    return any(code not in (0, 130) for code in codes), any(code == 130 for code in codes)
