@@ -305,6 +305,13 @@ def test_jobs_trains_every_pending_run_once_in_commands_side_by_side(tmp_path, m
     assert len(body) == 4 and all(b["Seeds"] == "2/2" for b in body)
     assert out.count("## Quality") == 1  # one table, from the command that started the others
 
+    # --max-runs holds for all the commands together: one new run of the two pending, trained here
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert bench_main(_tiny_args(data, results, "--seeds", "3", "--jobs", "2", "--max-runs", "1")) == 0
+    assert "commands side by side" not in capfd.readouterr().err
+    assert len(json.loads(results.read_text())["runs"]) == 5
+
 
 @pytest.mark.skipif(quality.fcntl is None, reason="no file locks on this platform")
 def test_jobs_stopped_with_sigterm_keeps_each_run_in_progress(tmp_path):

@@ -863,6 +863,8 @@ def _train_in_workers(args, pending, dataset, data_path, results_path):
     ensure_dataset(dataset, data_path, Path(args.raw))
     check_configs([p for p, _ in pending], dataset, data_path)
     jobs = min(args.jobs, len(pending))
+    if jobs == 1:
+        return _train(pending, dataset, data_path, Path(args.raw), results_path, None)
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")  # N commands with one thread each share the cores without waiting on each other
