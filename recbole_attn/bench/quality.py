@@ -4,6 +4,7 @@ the papers' tables.
     python -m recbole_attn.bench quality --dataset ml-1m            # all ML-1m rows, 3 seeds
     python -m recbole_attn.bench quality --dataset beauty --models FPARec,PARec --seeds 1
     python -m recbole_attn.bench quality --dataset ml-1m --dry-run  # the plan and the table so far
+    python -m recbole_attn.bench quality --dataset ml-1m --jobs 16  # 16 single-threaded copies side by side
 
 Rows are ``(paper table, row label, our model, config overrides)`` (:data:`ROWS`); the paper values
 are in :mod:`recbole_attn.bench.anchors`. The settings a family of rows shares are in
