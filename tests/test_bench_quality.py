@@ -28,8 +28,20 @@ def _tiny_args(data, results, *extra):
     return args + list(extra)
 
 
+def _tables(text):
+    """The Markdown tables of ``text``, each as its lines."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
 def _table_lines(text):
-    return [line for line in text.splitlines() if line.startswith("|")]
+    return _tables(text)[0]
 
 
 def _cells(line):
@@ -133,7 +145,7 @@ def test_each_awrsr_refinement_is_tested_against_its_own_base_on_shared_seeds(tm
         records[(by_label["SASRec Original"].signature, seed)] = record(base)
         records[(by_label["SASRec M_simp"].signature, seed)] = record(simp)
     records[(by_label["STOSA M_stoc"].signature, 2020)] = record(0.03)  # its base has not run: no line
-    lines = quality.refinement_rows(planned, records, [2020, 2021, 2022])
+    lines = quality.paired_rows(planned, records, [2020, 2021, 2022])
     assert {line[0] for line in lines} == {"SASRec M_simp"}
     recall1 = next(line for line in lines if line[2] == "Recall@1")
     expected_p = stats.ttest_rel([0.025, 0.026, 0.027], [0.020, 0.022, 0.021]).pvalue
@@ -142,10 +154,36 @@ def test_each_awrsr_refinement_is_tested_against_its_own_base_on_shared_seeds(tm
     ndcg5 = next(line for line in lines if line[2] == "NDCG@5")
     assert ndcg5[6] == "+0.0" and ndcg5[7] == ""  # identical pairs: no p-value
     text = quality.render(planned, records, [2020, 2021, 2022], "ml-1m", "ml-1m", 5, tmp_path / "r.json")
-    assert "AWRSR refinements against their base model" in text and "| SASRec M_simp | SASRec Original |" in text
+    assert "AWRSR's refinements against their base model" in text and "| SASRec M_simp | SASRec Original |" in text
     # one seed: the means, no test
-    (one,) = [line for line in quality.refinement_rows(planned, records, [2020]) if line[2] == "Recall@1"]
+    (one,) = [line for line in quality.paired_rows(planned, records, [2020]) if line[2] == "Recall@1"]
     assert one[3] == "1" and one[7] == ""
+
+
+def test_fparec_is_tested_against_sasrec_as_table_3_claims(tmp_path):
+    from scipy import stats
+
+    planned = quality.plan_rows(quality.select_rows("ml-1m", tables=["fparec-t3", "fparec-t4"]), "ml-1m", 5, {})
+    by_label = {p.row.label: p for p in planned if p.row.table == "fparec-t3"}
+
+    def record(hr, ndcg):
+        result = {"hit@10": hr, "ndcg@10": ndcg}
+        return {"test_result": result, "best_valid_result": result, "spec": "x", "train_mode": "seq2seq",
+                "epochs_run": 5, "best_epoch": 4, "wall_time_s": 1.0, "device": "cpu", "date": "2026-12-04"}
+
+    records = {}
+    for seed, (sas, fpa) in zip((2020, 2021, 2022), ((0.21, 0.22), (0.20, 0.22), (0.22, 0.23))):
+        records[(by_label["SASRec"].signature, seed)] = record(sas, sas / 2)
+        records[(by_label["FPARec"].signature, seed)] = record(fpa, fpa / 2)
+    records[(by_label["PARec"].signature, 2020)] = record(0.3, 0.15)  # no claim about PARec: no line
+    lines = quality.paired_rows(planned, records, [2020, 2021, 2022])
+    # Table 4 holds the same FPARec and SASRec runs; the claim is tested once, for Table 3
+    assert [(line[0], line[1], line[2]) for line in lines] == [("FPARec", "SASRec", "HR@10"),
+                                                               ("FPARec", "SASRec", "NDCG@10")]
+    expected_p = stats.ttest_rel([0.22, 0.22, 0.23], [0.21, 0.20, 0.22]).pvalue
+    assert lines[0][3:] == ("3", "0.2233", "0.2100", "+6.3", f"{expected_p:.3f}")
+    text = quality.render(planned, records, [2020, 2021, 2022], "ml-1m", "ml-1m", 5, tmp_path / "r.json")
+    assert "FPARec above SASRec" in text and "AWRSR's refinements" not in text and "| FPARec | SASRec | HR@10 | 3 |" in text
 
 
 # ----- command -----------------------------------------------------------------------------------
@@ -171,6 +209,11 @@ def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypat
         assert 0.0 <= ours <= 1.0
         assert float(b["Diff %"]) == pytest.approx((ours - float(b["Paper"])) / float(b["Paper"]) * 100, abs=0.1)
     assert out_md.read_text().strip() == first.out.strip()
+    # Table 3's claim, FPARec above SASRec, on the one seed: the means, no test
+    paired = _tables(first.out)[1]
+    assert _cells(paired[0]) == list(quality.PAIRED_HEADER)
+    assert [_cells(line)[:4] for line in paired[2:]] == [["FPARec", "SASRec", "HR@10", "1"],
+                                                         ["FPARec", "SASRec", "NDCG@10", "1"]]
     assert "not comparable" in first.out  # AWRSR's Beauty rows and why
 
     data_json = json.loads(results.read_text())

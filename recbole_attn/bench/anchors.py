@@ -99,6 +99,13 @@ EVAL_USER_SAMPLE = {
     "fparec-t3": {"beauty": 10000},
 }
 
+# table id -> (row, base row) pairs the paper claims are ordered row > base, which the quality
+# command tests like AWRSR's refinements (paired t-test over seeds). FPARec §4.3: FPARec above
+# SASRec on every dataset of Table 3.
+CLAIMS = {
+    "fparec-t3": (("FPARec", "SASRec"),),
+}
+
 # the papers' names for RecBole's result keys
 METRIC_NAMES = {
     "hit@10": "HR@10",

@@ -81,7 +81,7 @@ NOT_EXPERIMENT_KEYS = frozenset([
 ])
 
 TABLE_HEADER = ("Table", "Row", "Our model", "Mode", "Metric", "Ours", "Paper", "Diff %", "Seeds")
-REFINEMENT_HEADER = ("Refinement", "Base", "Metric", "Seeds", "Mean", "Base mean", "Diff %", "p (paired t-test)")
+PAIRED_HEADER = ("Row", "Base", "Metric", "Seeds", "Mean", "Base mean", "Diff %", "p (paired t-test)")
 
 
 @dataclass
@@ -514,28 +514,43 @@ def table_rows(planned, records, seeds):
     return lines
 
 
-def refinement_rows(planned, records, seeds):
-    """AWRSR Table 2: each refinement against its own base model (the "<base> Original" row) on
-    the seeds both finished: the means, the difference in percent and the p-value of the
-    comparison tool's paired t-test over seeds (empty under two seeds)."""
+def compared_pairs(planned):
+    """``(table, row, base row)`` of every comparison the table tests: each AWRSR refinement against
+    its own base model (the "<base> Original" row) and the orderings the papers claim
+    (:data:`anchors.CLAIMS`, e.g. FPARec above SASRec in FPARec's Table 3)."""
+    by_label = {}
+    for p in planned:
+        by_label.setdefault(p.row.table, {})[p.row.label] = p
+    pairs = []
+    for label, p in by_label.get("awrsr-t2", {}).items():
+        base = by_label["awrsr-t2"].get(label.split()[0] + " Original")
+        if base is not None and base is not p:
+            pairs.append(("awrsr-t2", p, base))
+    for table, claims in anchors.CLAIMS.items():
+        for label, base_label in claims:
+            rows = by_label.get(table, {})
+            if label in rows and base_label in rows:
+                pairs.append((table, rows[label], rows[base_label]))
+    return pairs
+
+
+def paired_rows(planned, records, seeds):
+    """Each pair of :func:`compared_pairs` on the seeds both finished: the means, the difference in
+    percent and the p-value of the comparison tool's paired t-test over seeds (empty under two
+    seeds)."""
     from recbole_attn.compare import format_p_value, paired_t_test
 
-    rows = {p.row.label: p for p in planned if p.row.table == "awrsr-t2"}
     lines = []
-    for label, p in rows.items():
-        base_label = label.split()[0] + " Original"
-        base = rows.get(base_label)
-        if base is None or base is p:
-            continue
+    for table, p, base in compared_pairs(planned):
         common = [s for s in seeds if (p.signature, s) in records and (base.signature, s) in records]
         if not common:
             continue
-        for metric in anchors.TABLES["awrsr-t2"][2]:
+        for metric in anchors.TABLES[table][2]:
             ours = [records[(p.signature, s)]["test_result"][metric] for s in common]
             theirs = [records[(base.signature, s)]["test_result"][metric] for s in common]
             mean, base_mean = statistics.fmean(ours), statistics.fmean(theirs)
             diff = f"{(mean - base_mean) / base_mean * 100:+.1f}" if base_mean else ""
-            lines.append((label, base_label, anchors.METRIC_NAMES.get(metric, metric), str(len(common)),
+            lines.append((p.row.label, base.row.label, anchors.METRIC_NAMES.get(metric, metric), str(len(common)),
                           _fmt(mean), _fmt(base_mean), diff, format_p_value(paired_t_test(ours, theirs))))
     return lines
 
@@ -587,11 +602,14 @@ def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_pat
     if anchor_dataset != dataset:
         title += f" (beside the papers' {anchor_dataset} values)"
     parts = [title, "", markdown_table(table_rows(planned, records, seeds)), ""]
-    refinements = refinement_rows(planned, records, seeds)
-    if refinements:
-        parts += ["AWRSR refinements against their base model, on the seeds both finished (paired t-test "
-                  "over seeds, as `python -m recbole_attn.compare`):", "",
-                  markdown_table(refinements, REFINEMENT_HEADER), ""]
+    paired = paired_rows(planned, records, seeds)
+    if paired:
+        tested = {table for table, _, _ in compared_pairs(planned)}
+        what = (["AWRSR's refinements against their base model"] if "awrsr-t2" in tested else []) + \
+            (["the ordering FPARec's Table 3 claims, FPARec above SASRec"] if "fparec-t3" in tested else [])
+        parts += ["Paired comparisons on the seeds both finished (paired t-test over seeds, as "
+                  f"`python -m recbole_attn.compare`): {' and '.join(what)}:", "",
+                  markdown_table(paired, PAIRED_HEADER), ""]
     parts.append("Notes:")
     files = sorted({paper_settings_file(p.row.family, p.row.dataset).name for p in planned})
     notes = [
