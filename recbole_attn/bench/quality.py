@@ -28,7 +28,9 @@ can be spread over several sittings (``--max-runs``); a run interrupted midway k
 epoch's checkpoint under ``saved/quality/`` and continues from it. A run is identified by a hash of its
 effective settings, so a changed setting is never mistaken for a finished run, and rows with the
 same settings (e.g. FPARec in Tables 3 and 4) share their runs. The table is printed from
-whatever has finished.
+whatever has finished. Under it, each AWRSR refinement is compared with its own base model, and
+FPARec with SASRec (the ordering FPARec's Table 3 claims), by the paired t-test over the seeds
+both finished.
 """
 
 import argparse
