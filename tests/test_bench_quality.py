@@ -129,6 +129,21 @@ def test_fparec_rows_use_the_official_optimizer_and_initialisation_and_say_so(tm
     assert "initialisation N(0, 0.02) (official code" in text
 
 
+def test_the_notes_give_the_runs_own_patience(tmp_path):
+    rows = quality.select_rows("ml-1m", tables=["fparec-t3", "awrsr-t2"])
+    text = quality.render(quality.plan_rows(rows, "ml-1m", 200, {}), {}, [2020], "ml-1m", "ml-1m", 200,
+                          tmp_path / "r.json")
+    assert "FPARec rows: early stopping on validation NDCG@10 with patience 20 (" in text
+    assert "AWRSR rows: early stopping on validation NDCG@5 with patience 20 (§3.1)," in text
+    # --set stopping_step at the epoch cap: no early stopping, and the notes must not claim one
+    user_set = {"stopping_step": 100}
+    text = quality.render(quality.plan_rows(rows, "ml-1m", 100, user_set), {}, [2020], "ml-1m", "ml-1m", 100,
+                          tmp_path / "r.json", user_set)
+    assert "with patience 20" not in text
+    assert "FPARec rows: no early stopping within the 100-epoch cap" in text
+    assert "AWRSR rows: no early stopping within the 100-epoch cap" in text and "(§3.1: patience 20)" in text
+
+
 def test_each_awrsr_refinement_is_tested_against_its_own_base_on_shared_seeds(tmp_path):
     from scipy import stats
 
