@@ -6,10 +6,13 @@ Python values (the configuration as a plain dict), so they load with ``weights_o
 loading one never executes code from the file. Files are written atomically.
 """
 
+import contextlib
 import enum
 import os
 import random
+import signal
 import tempfile
+import threading
 
 import numpy as np
 import torch
@@ -64,9 +67,49 @@ def set_rng_state(state, train_data=None):
         train_data.generator.set_state(state["train_loader"])
 
 
+@contextlib.contextmanager
+def signals_deferred(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold Python-handled signals until the block ends, then run their handlers.
+
+    A Ctrl-C (or the CLI's SIGTERM handler) raising in the middle of a save could land between
+    the temporary file's creation and the ``try`` that removes it, leaving the file behind.
+    Signals are only deferred in the main thread (where Python runs their handlers) and only
+    when a Python handler is installed: a default SIGTERM still ends the process at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {}
+    holding = True
+
+    def hold(signum, frame):
+        if holding:
+            received.append(signum)
+        else:  # arrived while the handlers are being put back
+            previous[signum](signum, frame)
+
+    for signum in signums:
+        if callable(signal.getsignal(signum)):
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        holding = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:  # each handler usually raises on the first
+            previous[signum](signum, None)
+
+
 def save_atomic(state, path):
     """Write to a temporary file in the same folder, then rename: a kill while saving never
-    leaves a truncated file under ``path``."""
+    leaves a truncated file under ``path``, and an interrupt waits for the save to finish."""
+    with signals_deferred():
+        _save_atomic(state, path)
+
+
+def _save_atomic(state, path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from argparse import Namespace
 from collections import Counter
@@ -250,6 +251,31 @@ def test_failure_while_saving_keeps_the_previous_file_and_no_temporary(error, tm
     assert sorted(os.listdir(tmp_path)) == ["model-last.pth"]
     monkeypatch.undo()
     assert torch.equal(checkpoint.load(path)["state_dict"]["w"], torch.ones(1000))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_as_the_temporary_file_is_created_finishes_the_save_then_stops(sig, tmp_path, monkeypatch):
+    """The signal arrives right after the temporary file exists, before the save's own cleanup
+    could run: the save completes, no temporary is left, and the interrupt is raised after."""
+    previous = signal.signal(signal.SIGTERM, cli.raise_interrupt)  # as the CLI installs it
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        created = real_mkstemp(*args, **kwargs)
+        signal.raise_signal(sig)  # runs the Python handler here, before mkstemp returns
+        return created
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp_then_signal)
+    path = tmp_path / "model-last.pth"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save_atomic(_state(3), path)
+        assert signal.getsignal(signal.SIGTERM) is cli.raise_interrupt  # handlers put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert sorted(os.listdir(tmp_path)) == ["model-last.pth"]
+    assert torch.equal(checkpoint.load(path)["state_dict"]["w"], torch.full((1000,), 3.0))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigkill_while_saving_never_leaves_a_corrupt_file(tmp_path):
