@@ -1,5 +1,5 @@
-"""Smoke test of the speed benchmark command (its numbers are never asserted: timing stays out
-of unit tests)."""
+"""Smoke tests of the speed and loss benchmark commands (their timings are never asserted:
+timing stays out of unit tests)."""
 
 import json
 
@@ -26,3 +26,25 @@ def test_speed_command_prints_one_row_per_model(tiny_data, tmp_path, capsys, mon
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["--models", "NoSuchModel"]) == 2
     assert "NoSuchModel" in capsys.readouterr().out
+
+
+def test_loss_command_compares_three_ways_that_agree(capsys):
+    from recbole_attn.bench.__main__ import main as bench_main
+
+    code = bench_main(["loss", "--positions", "300", "--items", "40", "--hidden", "8", "--max-logits", "400",
+                       "--repeats", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "chunks of 10 rows (30 chunks)" in printed
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in printed.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")}
+    assert set(rows) == {"plain", "recompute", "chunked"}
+    assert rows["recompute"][2] == "1.00x"
+    assert all(float(cells[-1].strip(" |")) < 1e-4 for cells in rows.values())  # same loss and gradients
+
+
+def test_loss_command_rejects_a_bad_size(capsys):
+    from recbole_attn.bench.loss import main as loss_main
+
+    assert loss_main(["--items", "0"]) == 2
+    assert "--items must be at least 1" in capsys.readouterr().err

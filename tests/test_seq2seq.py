@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from recbole_attn.data.dataloader import BucketedTrainDataLoader
 from recbole_attn.data.dataset import LOSS_START
+from recbole_attn.layers.loss import chunked_cross_entropy
 from tests.conftest import N_TINY as N, build
 
 
@@ -106,6 +107,43 @@ def test_all_position_loss_equals_last_position_loss_of_each_prefix(tiny_data, s
                 targets_all.append(position_loss)
         mean_loss = model.calculate_loss(row)
     assert torch.allclose(mean_loss, torch.stack(targets_all).mean(), atol=1e-5)
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 64, 1000])
+def test_chunked_cross_entropy_has_the_loss_and_gradients_of_the_plain_one(rows_per_chunk):
+    torch.manual_seed(0)
+    n_items = 53
+    hidden = torch.randn(200, 8, requires_grad=True)
+    weight = torch.randn(n_items, 8, requires_grad=True)
+    targets = torch.randint(1, n_items, (200,))
+    plain = F.cross_entropy(hidden @ weight.t(), targets)
+    plain_grads = torch.autograd.grad(3 * plain, (hidden, weight))
+    chunked = chunked_cross_entropy(hidden, weight, targets, max_logits=rows_per_chunk * n_items)
+    chunked_grads = torch.autograd.grad(3 * chunked, (hidden, weight))  # backward scales by grad_output
+    assert torch.allclose(chunked, plain, atol=1e-5)
+    for got, want in zip(chunked_grads, plain_grads):
+        assert torch.allclose(got, want, atol=1e-6)
+    frozen = chunked_cross_entropy(hidden.detach(), weight, targets, max_logits=7 * n_items)
+    assert torch.allclose(torch.autograd.grad(frozen, weight)[0], plain_grads[1] / 3, atol=1e-6)
+
+
+def test_all_position_training_in_loss_chunks_takes_the_same_step(tiny_data, saved_dir, datasets, monkeypatch):
+    """The model's all-position loss split into chunks of a few positions: same loss, same gradients
+    on every parameter as one chunk."""
+    train = datasets["seq2seq"][0]
+    batch = next(iter(train))
+    results = []
+    for max_logits in (2 ** 25, 3 * 100):
+        _, model, _, _, _ = build("SASRecAttn", tiny_data, saved_dir, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+        monkeypatch.setattr(model, "CE_CHUNK_ELEMENTS", max_logits)
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    assert whole_grads.keys() == chunked_grads.keys() and "item_embedding.weight" in whole_grads
+    for name in whole_grads:
+        assert torch.allclose(whole_grads[name], chunked_grads[name], atol=1e-5), name
 
 
 def test_evaluation_does_not_depend_on_the_training_mode(tiny_data, saved_dir, datasets):

@@ -17,7 +17,7 @@ initialisation and random stream) with two hooks:
 
 It also trains in the all-position mode (``train_mode: seq2seq``, rows from
 :class:`recbole_attn.data.dataset.Seq2SeqDataset`): every valid position of a row is a target,
-with CE over all items (in memory-bounded chunks), or BPR or BCE with one sampled negative per
+with CE over all items (in memory-bounded chunks, :mod:`recbole_attn.layers.loss`), or BPR or BCE with one sampled negative per
 position (``loss_type: BCE`` is the original SASRec objective: ``-log sigmoid(pos) -
 log(1 - sigmoid(neg))``; its negatives are uniform over all items, where SASRec's code redraws
 the items of the user's own sequence: about one draw in 1,400 on Beauty, one in 22 on ML-1M).
@@ -28,10 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
-from torch.utils.checkpoint import checkpoint
 
 from recbole_attn.data.dataset import LOSS_START
 from recbole_attn.layers.encoder import TransformerBlock, TransformerStack
+from recbole_attn.layers.loss import chunked_cross_entropy
 from recbole_attn.model.sequence import (align, causal_padding_mask, forward_in_chunks, left_to_right,
                                          position_targets)
 
@@ -164,16 +164,7 @@ class AttentionSequentialRecommender(SequentialRecommender):
             pos_score = (hidden * self.item_embedding(targets)).sum(-1)
             neg_score = (hidden * self.item_embedding(neg)).sum(-1)
             return self.loss_fct(pos_score, neg_score)
-        weight = self.item_embedding.weight
-        chunk = max(1, self.CE_CHUNK_ELEMENTS // self.n_items)
-        if hidden.size(0) <= chunk:
-            return F.cross_entropy(hidden @ weight.t(), targets)
-        # recompute each chunk's logits in backward: peak memory is one chunk, not N x items
-        total = hidden.new_zeros(())
-        for start in range(0, hidden.size(0), chunk):
-            total = total + checkpoint(_ce_sum, hidden[start:start + chunk], weight,
-                                       targets[start:start + chunk], use_reentrant=False)
-        return total / hidden.size(0)
+        return chunked_cross_entropy(hidden, self.item_embedding.weight, targets, self.CE_CHUNK_ELEMENTS)
 
     # ----- scoring ---------------------------------------------------------------------
     def sequence_output(self, interaction):
@@ -193,7 +184,3 @@ class AttentionSequentialRecommender(SequentialRecommender):
     # ----- introspection (plots) -------------------------------------------------------
     def attention_modules(self):
         return [layer.multi_head_attention for layer in self.trm_encoder.layer]
-
-
-def _ce_sum(hidden, weight, targets):
-    return F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
