@@ -118,8 +118,9 @@ def main(argv=None):
     targets = torch.randint(1, args.items, (args.positions,), generator=g).to(device)
     print(f"Machine: {machine_description(device)}")
     chunk = max(1, args.max_logits // args.items)
+    chunks = -(-args.positions // chunk)
     print(f"N={args.positions} positions x {args.items} items, hidden {args.hidden}; chunks of {chunk} rows "
-          f"({-(-args.positions // chunk)} chunks); median of {args.repeats}")
+          f"({chunks} chunk{'s' if chunks > 1 else ''}); median of {args.repeats}")
     results = [bench_method(m, hidden, weight, targets, args.max_logits, args.repeats) for m in METHODS]
     print()
     print(format_table(results))
