@@ -109,7 +109,7 @@ def test_all_position_loss_equals_last_position_loss_of_each_prefix(tiny_data, s
     assert torch.allclose(mean_loss, torch.stack(targets_all).mean(), atol=1e-5)
 
 
-@pytest.mark.parametrize("rows_per_chunk", [1, 7, 64, 1000])
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 64, 1000, None])  # None: the device's default
 def test_chunked_cross_entropy_has_the_loss_and_gradients_of_the_plain_one(rows_per_chunk):
     torch.manual_seed(0)
     n_items = 53
@@ -118,7 +118,8 @@ def test_chunked_cross_entropy_has_the_loss_and_gradients_of_the_plain_one(rows_
     targets = torch.randint(1, n_items, (200,))
     plain = F.cross_entropy(hidden @ weight.t(), targets)
     plain_grads = torch.autograd.grad(3 * plain, (hidden, weight))
-    chunked = chunked_cross_entropy(hidden, weight, targets, max_logits=rows_per_chunk * n_items)
+    max_logits = rows_per_chunk and rows_per_chunk * n_items
+    chunked = chunked_cross_entropy(hidden, weight, targets, max_logits=max_logits)
     chunked_grads = torch.autograd.grad(3 * chunked, (hidden, weight))  # backward scales by grad_output
     assert torch.allclose(chunked, plain, atol=1e-5)
     for got, want in zip(chunked_grads, plain_grads):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from recbole_attn.bench.speed import PeakMemory, machine_description
-from recbole_attn.layers.loss import chunked_cross_entropy
+from recbole_attn.layers.loss import chunked_cross_entropy, default_max_logits
 
 METHODS = ("plain", "recompute", "chunked")
 
@@ -97,7 +97,8 @@ def build_parser():
     p.add_argument("--positions", type=int, default=21000, help="target positions in the batch (N)")
     p.add_argument("--items", type=int, default=3417, help="items scored, padding included")
     p.add_argument("--hidden", type=int, default=50, help="hidden size")
-    p.add_argument("--max-logits", type=int, default=2 ** 25, help="logits in memory at once (the models' bound)")
+    p.add_argument("--max-logits", type=int, default=None,
+                   help="logits in memory at once (default: the models' bound on the device, 2^20 on a CPU, 2^25 on a GPU)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", choices=["auto", "cpu"], default="auto")
     p.add_argument("--seed", type=int, default=2020)
@@ -107,11 +108,13 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     for name in ("positions", "items", "hidden", "max_logits", "repeats"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     use_cuda = args.device == "auto" and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
+    if args.max_logits is None:
+        args.max_logits = default_max_logits(device)
     g = torch.Generator().manual_seed(args.seed)
     hidden = torch.randn(args.positions, args.hidden, generator=g).to(device)
     weight = (0.1 * torch.randn(args.items, args.hidden, generator=g)).to(device)

@@ -46,8 +46,9 @@ def one_negative_bce(pos_score, neg_score):
 
 
 class AttentionSequentialRecommender(SequentialRecommender):
-    # most logits materialised at once by the all-position CE loss (floats)
-    CE_CHUNK_ELEMENTS = 2 ** 25
+    # most logits materialised at once by the all-position CE loss (None: by device, see
+    # recbole_attn.layers.loss.default_max_logits)
+    CE_CHUNK_ELEMENTS = None
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
