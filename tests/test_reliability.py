@@ -257,7 +257,9 @@ def test_failure_while_saving_keeps_the_previous_file_and_no_temporary(error, tm
 def test_interrupt_as_the_temporary_file_is_created_finishes_the_save_then_stops(sig, tmp_path, monkeypatch):
     """The signal arrives right after the temporary file exists, before the save's own cleanup
     could run: the save completes, no temporary is left, and the interrupt is raised after."""
-    previous = signal.signal(signal.SIGTERM, cli.raise_interrupt)  # as the CLI installs it
+    # the handlers of a CLI run (earlier tests may have left others installed)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, cli.raise_interrupt)}
     real_mkstemp = tempfile.mkstemp
 
     def mkstemp_then_signal(*args, **kwargs):
@@ -270,12 +272,14 @@ def test_interrupt_as_the_temporary_file_is_created_finishes_the_save_then_stops
     try:
         with pytest.raises(KeyboardInterrupt):
             checkpoint.save_atomic(_state(3), path)
-        assert signal.getsignal(signal.SIGTERM) is cli.raise_interrupt  # handlers put back
+        # the handlers are put back
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is cli.raise_interrupt
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     assert sorted(os.listdir(tmp_path)) == ["model-last.pth"]
     assert torch.equal(checkpoint.load(path)["state_dict"]["w"], torch.full((1000,), 3.0))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigkill_while_saving_never_leaves_a_corrupt_file(tmp_path):
