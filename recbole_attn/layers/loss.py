@@ -52,8 +52,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
 def default_max_logits(device):
     """Logits per chunk: 2^20 (4 MiB) on a CPU, where a chunk that stays in cache and is reused by
-    the allocator is 2x faster than a 2^25 one (``bench loss --max-logits``); 2^25 on a GPU, where
-    fewer, larger kernels are faster and 128 MiB is little."""
+    the allocator is 2x faster than a 2^25 one (``bench loss --max-logits``); 2^25 (128 MiB) on a
+    GPU, fewer and larger kernels (not yet timed against smaller chunks there)."""
     return 2 ** 20 if torch.device(device).type == "cpu" else 2 ** 25
 
 
