@@ -2,10 +2,11 @@
 
 The all-position mode scores every target of a batch against every item: ``N x n_items``
 logits (an ML-1M batch of 128 windows of up to 200 items has about 21k targets x 3.4k items:
-72M floats, 290 MB, and as much again for their gradient and for the softmax). :func:`chunked_cross_entropy` walks ``N`` in
-chunks and, for each chunk, computes the loss and at once the gradient of the loss with respect
-to the hidden states and the item table (``(softmax - one_hot) / N``, two small matrix
-products). Backward then only scales the two stored gradients.
+72M floats, 290 MB, and as much again for their gradient and for the softmax).
+:func:`chunked_cross_entropy` walks ``N`` in chunks and, for each chunk, computes the loss and
+at once the gradient of the loss with respect to the hidden states and the item table
+(``(softmax - one_hot) / N``, two small matrix products). Backward then only scales the two
+stored gradients.
 
 Compared with recomputing each chunk's logits in backward (activation checkpointing), this does
 one forward product and one softmax per chunk instead of two, and never builds the ``N x
