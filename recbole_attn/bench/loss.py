@@ -98,7 +98,8 @@ def build_parser():
     p.add_argument("--items", type=int, default=3417, help="items scored, padding included")
     p.add_argument("--hidden", type=int, default=50, help="hidden size")
     p.add_argument("--max-logits", type=int, default=None,
-                   help="logits in memory at once (default: the models' bound on the device, 2^20 on a CPU, 2^25 on a GPU)")
+                   help="logits in memory at once (default: the models' bound on the device, "
+                        "2^20 on a CPU, 2^25 on a GPU)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", choices=["auto", "cpu"], default="auto")
     p.add_argument("--seed", type=int, default=2020)
