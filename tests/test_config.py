@@ -115,3 +115,23 @@ def test_bad_adam_betas_are_refused(overrides, message, tiny_data):
     with pytest.raises(ConfigError) as error:
         make("SASRecAttn", data_path=tiny_data, **overrides)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("tuned", sorted((REPO / "properties" / "tuned").glob("*.yaml")), ids=lambda p: p.name)
+def test_tuned_settings_apply_over_their_paper_file(tuned, tiny_data):
+    """Each tuned file is used after its paper file: every key must reach the model's config."""
+    import yaml
+
+    family, dataset = tuned.stem.split("-", 1)  # fparec-ml-1m -> fparec, ml-1m
+    paper = REPO / "properties" / "paper" / f"{family}-{dataset}.yaml"
+    model = {"fparec": "FPARec", "parec": "PARec"}[family]
+    cfg = Config(
+        model=model,
+        dataset="tiny",
+        config_file_list=[str(paper), str(tuned)],
+        config_dict={"use_gpu": False, "state": "ERROR", "data_path": tiny_data},
+    )
+    settings = yaml.safe_load(tuned.read_text())
+    assert settings, f"{tuned.name} sets nothing"
+    for key, value in settings.items():
+        assert cfg[key] == value, key
