@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 import torch
+import yaml
 
 from recbole_attn import config as config_module
 from recbole_attn.config import Config
@@ -120,8 +121,6 @@ def test_bad_adam_betas_are_refused(overrides, message, tiny_data):
 @pytest.mark.parametrize("tuned", sorted((REPO / "properties" / "tuned").glob("*.yaml")), ids=lambda p: p.name)
 def test_tuned_settings_apply_over_their_paper_file(tuned, tiny_data):
     """Each tuned file is used after its paper file: every key must reach the model's config."""
-    import yaml
-
     family, dataset = tuned.stem.split("-", 1)  # fparec-ml-1m -> fparec, ml-1m
     paper = REPO / "properties" / "paper" / f"{family}-{dataset}.yaml"
     model = {"fparec": "FPARec", "parec": "PARec"}[family]
