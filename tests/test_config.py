@@ -124,13 +124,18 @@ def test_tuned_settings_apply_over_their_paper_file(tuned, tiny_data):
     family, dataset = tuned.stem.split("-", 1)  # fparec-ml-1m -> fparec, ml-1m
     paper = REPO / "properties" / "paper" / f"{family}-{dataset}.yaml"
     model = {"fparec": "FPARec", "parec": "PARec"}[family]
-    cfg = Config(
-        model=model,
-        dataset="tiny",
-        config_file_list=[str(paper), str(tuned)],
-        config_dict={"use_gpu": False, "state": "ERROR", "data_path": tiny_data},
-    )
+    def config(files):
+        return Config(
+            model=model,
+            dataset="tiny",
+            config_file_list=[str(f) for f in files],
+            config_dict={"use_gpu": False, "state": "ERROR", "data_path": tiny_data},
+        )
+
+    known = config([paper]).final_config_dict  # without the tuned file: the keys the model has
+    cfg = config([paper, tuned])
     settings = yaml.safe_load(tuned.read_text())
     assert settings, f"{tuned.name} sets nothing"
     for key, value in settings.items():
+        assert key in known, f"{tuned.name}: {key} is not a setting of {model}"
         assert cfg[key] == value, key
