@@ -59,8 +59,14 @@ def get_model(model_name):
         module_name, class_name = PLUGIN_MODELS[name].split(":")
         return getattr(importlib.import_module(module_name), class_name)
 
+    import torch
     from recbole.utils import get_model as get_recbole_model
 
+    # RecBole 1.2.1's sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True)
+    # when it is imported, which the lookup below does: from then on every backward pass of the
+    # process, of any model, checks each node's output for NaN and waits for it (one device sync
+    # per node on a GPU). Keep the caller's setting instead.
+    anomaly_detection = torch.is_anomaly_enabled()
     try:
         return get_recbole_model(model_name)
     # RecBole raises ValueError for unknown names, AttributeError for a wrong case, and
@@ -70,6 +76,8 @@ def get_model(model_name):
             f"model [{model_name}] is neither a recbole_attn model "
             f"({', '.join(_available_plugin_models())}) nor a RecBole model"
         ) from None
+    finally:
+        torch.autograd.set_detect_anomaly(anomaly_detection)
 
 
 def get_trainer(model_type, model_name):

@@ -48,3 +48,27 @@ def test_loss_command_rejects_a_bad_size(capsys):
 
     assert loss_main(["--items", "0"]) == 2
     assert "--items must be at least 1" in capsys.readouterr().err
+
+
+def test_detect_anomaly_flag_is_on_for_the_runs_only(tiny_data, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from recbole_attn.bench import speed
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    real_bench_model = speed.bench_model
+
+    def recording_bench_model(*args, **kwargs):
+        seen.append(torch.is_anomaly_enabled())
+        return real_bench_model(*args, **kwargs)
+
+    monkeypatch.setattr(speed, "bench_model", recording_bench_model)
+    common = ["--dataset", "tiny", "--data_path", tiny_data, "--max-len", "8", "--hidden-size", "16",
+              "--n-layers", "1", "--baseline-epochs", "1", "--max-epochs", "1", "--models", "SASRec,FPARec"]
+    assert main(common + ["--detect-anomaly"]) == 0
+    assert "anomaly detection on" in capsys.readouterr().out
+    assert not torch.is_anomaly_enabled()
+    assert main(common) == 0
+    assert "anomaly" not in capsys.readouterr().out
+    assert seen == [True, True, False, False]

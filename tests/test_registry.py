@@ -1,5 +1,8 @@
 """Registry: plugin names resolve, RecBole names fall back, unknown names fail cleanly."""
 
+import subprocess
+import sys
+
 import pytest
 from recbole.model.abstract_recommender import SequentialRecommender
 
@@ -61,3 +64,23 @@ def test_cli_unknown_model_is_one_line_and_exit_2():
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "NoSuchModel" in lines[0] and "FPARec" in lines[0]
+
+
+@pytest.mark.parametrize("enabled_before", [False, True])
+def test_looking_up_a_recbole_model_keeps_anomaly_detection_as_it_was(enabled_before):
+    # A fresh interpreter, so RecBole's sine.py (set_detect_anomaly(True) at import) runs here
+    # for the first time: through the registry and through the Config that --model=SASRec builds.
+    code = (
+        "import sys, torch\n"
+        f"torch.autograd.set_detect_anomaly({enabled_before})\n"
+        "from recbole_attn import registry\n"
+        "from recbole_attn.config import Config\n"
+        "registry.get_model('SASRec')\n"
+        "assert 'recbole.model.sequential_recommender.sine' in sys.modules\n"
+        "print(torch.is_anomaly_enabled())\n"
+        "Config(model='GRU4Rec', dataset='ml-100k', config_dict={'state': 'ERROR'}, read_cmd_line=False)\n"
+        "print(torch.is_anomaly_enabled())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(enabled_before)] * 2
