@@ -175,11 +175,12 @@ def test_each_awrsr_refinement_is_tested_against_its_own_base_on_shared_seeds(tm
     assert one[3] == "1" and one[7] == ""
 
 
-def test_fparec_is_tested_against_sasrec_as_table_3_claims(tmp_path):
+def test_fparec_is_tested_against_the_rows_its_paper_claims_it_beats(tmp_path):
     from scipy import stats
 
     planned = quality.plan_rows(quality.select_rows("ml-1m", tables=["fparec-t3", "fparec-t4"]), "ml-1m", 5, {})
     by_label = {p.row.label: p for p in planned if p.row.table == "fparec-t3"}
+    patterns = {p.row.label: p for p in planned if p.row.table == "fparec-t4" and p.row.label.startswith("+")}
 
     def record(hr, ndcg):
         result = {"hit@10": hr, "ndcg@10": ndcg}
@@ -190,15 +191,23 @@ def test_fparec_is_tested_against_sasrec_as_table_3_claims(tmp_path):
     for seed, (sas, fpa) in zip((2020, 2021, 2022), ((0.21, 0.22), (0.20, 0.22), (0.22, 0.23))):
         records[(by_label["SASRec"].signature, seed)] = record(sas, sas / 2)
         records[(by_label["FPARec"].signature, seed)] = record(fpa, fpa / 2)
-    records[(by_label["PARec"].signature, 2020)] = record(0.3, 0.15)  # no claim about PARec: no line
+    records[(by_label["PARec"].signature, 2020)] = record(0.3, 0.15)  # one seed: the means, no test
+    records[(patterns["+Average"].signature, 2021)] = record(0.19, 0.09)
+    records[(by_label["Token Mixing"].signature, 2020)] = record(0.3, 0.15)  # no claim: no line
     lines = quality.paired_rows(planned, records, [2020, 2021, 2022])
-    # Table 4 holds the same FPARec and SASRec runs; the claim is tested once, for Table 3
-    assert [(line[0], line[1], line[2]) for line in lines] == [("FPARec", "SASRec", "HR@10"),
-                                                               ("FPARec", "SASRec", "NDCG@10")]
+    # Table 4 holds the same FPARec, PARec and SASRec runs; those claims are tested once, for Table 3
+    assert [(line[0], line[1], line[2]) for line in lines] == [
+        ("FPARec", "SASRec", "HR@10"), ("FPARec", "SASRec", "NDCG@10"),
+        ("FPARec", "PARec", "HR@10"), ("FPARec", "PARec", "NDCG@10"),
+        ("FPARec", "+Average", "HR@10"), ("FPARec", "+Average", "NDCG@10")]
     expected_p = stats.ttest_rel([0.22, 0.22, 0.23], [0.21, 0.20, 0.22]).pvalue
     assert lines[0][3:] == ("3", "0.2233", "0.2100", "+6.3", f"{expected_p:.3f}")
+    assert lines[2][3:] == ("1", "0.2200", "0.3000", "-26.7", "")  # the seed both finished
+    assert lines[4][3:6] == ("1", "0.2200", "0.1900")
     text = quality.render(planned, records, [2020, 2021, 2022], "ml-1m", "ml-1m", 5, tmp_path / "r.json")
-    assert "FPARec above SASRec" in text and "AWRSR's refinements" not in text and "| FPARec | SASRec | HR@10 | 3 |" in text
+    assert "FPARec above SASRec and above PARec" in text and "above each fixed pattern in HR@10" in text
+    assert "AWRSR's refinements" not in text and "| FPARec | SASRec | HR@10 | 3 |" in text
+    assert "| FPARec | +Average | HR@10 | 1 |" in text
 
 
 # ----- command -----------------------------------------------------------------------------------
