@@ -124,7 +124,8 @@ def test_tuned_settings_apply_over_their_paper_file(tuned, tiny_data):
     family, dataset = tuned.stem.split("-", 1)  # fparec-ml-1m -> fparec, ml-1m
     # the model, and the paper whose settings file the tuned one goes on top of (Table 3's SASRec
     # row runs on the FPARec paper's settings)
-    model, paper_family = {"fparec": ("FPARec", "fparec"), "sasrec": ("SASRecAttn", "fparec")}[family]
+    model, paper_family = {"fparec": ("FPARec", "fparec"), "parec": ("PARec", "fparec"),
+                           "sasrec": ("SASRecAttn", "fparec")}[family]
     paper = REPO / "properties" / "paper" / f"{paper_family}-{dataset}.yaml"
     def config(files):
         return Config(
