@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from recbole_attn.bench import anchors, quality
 from recbole_attn.bench.__main__ import main as bench_main
@@ -247,6 +248,9 @@ def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypat
                 "test_result", "wall_time_s", "device", "date", "signature"):
         assert key in run
     assert run["epochs_run"] == 1 and run["seed"] == 2020 and run["dataset"] == "tiny"
+    # the thread count a CPU result depends on, recorded and printed with the run's line
+    assert run["threads"] == torch.get_num_threads()
+    assert f"{run['device']}, {run['threads']} thread" in first.out
     assert "hit@10" in run["test_result"] and "ndcg@5" in run["test_result"]
     assert not list(tmp_path.glob("results/*.pth"))
 

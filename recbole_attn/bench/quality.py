@@ -473,6 +473,9 @@ def run_one(p, seed, dataset, data_path):
         "wall_time_s": round(wall, 1),  # of the last sitting only when resumed
         "resumed": bool(resume),
         "device": _device_name(cfg),
+        # CPU results depend on it at the float level (the order of each sum), so a run repeats to
+        # the last digit only at the same thread count
+        "threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": _commit(),
         "versions": {"recbole": recbole.__version__, "torch": torch.__version__,
@@ -681,10 +684,11 @@ def run_lines(planned, records, seeds):
             r = records[key]
             best = "?" if r.get("best_epoch") is None else r["best_epoch"]  # "?": resumed from an older checkpoint
             sitting = " (the last sitting; resumed)" if r.get("resumed") else ""
+            threads = f", {r['threads']} thread{'s' if r['threads'] != 1 else ''}" if r.get("threads") else ""
             valid = ", ".join(f"{m} {r['best_valid_result'][m]:.4f}" for m in metrics if m in r["best_valid_result"])
             test = ", ".join(f"{m} {r['test_result'][m]:.4f}" for m in metrics if m in r["test_result"])
             lines.append(f"- {r['spec']} [{r['train_mode']}] seed {seed}: {r['epochs_run']} epochs, best epoch {best}; "
-                         f"valid {valid}; test {test}; {r['wall_time_s']:.0f} s{sitting} on {r['device']}, {r['date'][:10]}")
+                         f"valid {valid}; test {test}; {r['wall_time_s']:.0f} s{sitting} on {r['device']}{threads}, {r['date'][:10]}")
     return lines
 
 
