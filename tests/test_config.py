@@ -125,7 +125,8 @@ def test_tuned_settings_apply_over_their_paper_file(tuned, tiny_data):
     # the model, and the paper whose settings file the tuned one goes on top of (Table 3's SASRec
     # row runs on the FPARec paper's settings)
     model, paper_family = {"fparec": ("FPARec", "fparec"), "parec": ("PARec", "fparec"),
-                           "sasrec": ("SASRecAttn", "fparec"), "tokenmix": ("TokenMixRec", "fparec")}[family]
+                           "sasrec": ("SASRecAttn", "fparec"), "tokenmix": ("TokenMixRec", "fparec"),
+                           "linearattn": ("LinearAttnRec", "fparec")}[family]
     paper = REPO / "properties" / "paper" / f"{paper_family}-{dataset}.yaml"
     def config(files):
         return Config(
