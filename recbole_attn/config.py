@@ -140,6 +140,9 @@ class Config(RecBoleConfig):
             if not hasattr(self.model_class, "input_type") and cfg.get("loss_type") not in ("CE", "BPR"):
                 raise ConfigError(f"invalid value for [loss_type]: {cfg.get('loss_type')!r}; RecBole's "
                                   f"[{self.model}] takes 'CE' or 'BPR'")
+        if external.get("seq2seq_windows", "all") != "all" and cfg.get("train_mode") != "seq2seq":
+            raise ConfigError(f"[seq2seq_windows] is only read in train_mode seq2seq; [{self.model}] trains in "
+                              f"train_mode [{cfg.get('train_mode')}] and would ignore it")
         super()._set_default_parameters()
         if plugin and cfg.get("loss_type") == "BCE":
             # RecBole knows CE and BPR only; BCE, like BPR, scores one (positive, negative) pair per row

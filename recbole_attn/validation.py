@@ -15,6 +15,7 @@ CHOICES = {
     "refine_init": ("normal", "identity"),
     "attn_pattern": ("learned", "average", "linear", "exponential"),
     "weight_init": ("normal", "glorot"),
+    "seq2seq_windows": ("all", "last"),
 }
 POSITIVE_INTS = (
     "hidden_size", "n_layers", "n_heads", "inner_size", "MAX_ITEM_LIST_LENGTH",

@@ -214,6 +214,27 @@ def test_fparec_is_tested_against_the_rows_its_paper_claims_it_beats(tmp_path):
 # ----- command -----------------------------------------------------------------------------------
 
 
+def test_a_run_from_uncommitted_code_says_so(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    assert quality._commit(tmp_path) is None  # not a checkout
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("a = 1\n")
+    results = tmp_path / "recbole_attn" / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "quality-x.json").write_text("{}\n")
+    git("add", "."), git("commit", "-q", "-m", "x")
+    head = quality._commit(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", head)
+    (results / "quality-x.json").write_text('{"runs": []}\n')  # the command's own output
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert quality._commit(tmp_path) == head
+    (tmp_path / "model.py").write_text("a = 2\n")
+    assert quality._commit(tmp_path) == head + "+uncommitted"
+
+
 def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # RecBole's log/ folders
     data = write_tiny_dataset(tmp_path / "data")

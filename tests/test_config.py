@@ -69,6 +69,11 @@ def test_keys_ignored_by_the_model_are_refused(tiny_data):
         make("FPARec", data_path=tiny_data, refine_mode="add")
     with pytest.raises(ConfigError, match="train_mode"):
         make("SASRec", data_path=tiny_data, train_mode="seq2seq")
+    for model, mode in (("SASRec", "augment"), ("FPARec", "augment")):
+        with pytest.raises(ConfigError, match="seq2seq_windows"):
+            make(model, data_path=tiny_data, train_mode=mode, seq2seq_windows="last")
+    with pytest.raises(ConfigError, match="seq2seq_windows"):
+        make("FPARec", data_path=tiny_data, seq2seq_windows="first")
 
 
 def test_properties_are_found_in_an_installed_package(tmp_path, monkeypatch):

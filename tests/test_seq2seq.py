@@ -1,6 +1,7 @@
 """All-position ("seq2seq") training: same pairs as RecBole's prefix rows, same loss per
 position, RecBole's evaluation untouched."""
 
+import logging
 from collections import Counter
 
 import pytest
@@ -33,14 +34,31 @@ def seq2seq_pairs(dataset):
     return pairs
 
 
+class RecordList(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @pytest.fixture(scope="module")
 def datasets(tiny_data, saved_dir):
     out = {}
-    for mode, stride in (("augment", None), ("seq2seq", None), ("stride1", 1)):
+    for mode, stride, windows in (("augment", None, "all"), ("seq2seq", None, "all"), ("stride1", 1, "all"),
+                                  ("last", None, "last")):
         train_mode = "augment" if mode == "augment" else "seq2seq"
-        _, _, train, valid, test = build("SASRecAttn", tiny_data, saved_dir, train_mode=train_mode,
-                                         seq2seq_stride=stride)
+        records, root = RecordList(), logging.getLogger()  # RecBole's dataset logs to the root logger
+        level = root.level
+        root.addHandler(records), root.setLevel(logging.INFO)
+        try:
+            _, _, train, valid, test = build("SASRecAttn", tiny_data, saved_dir, train_mode=train_mode,
+                                             seq2seq_stride=stride, seq2seq_windows=windows)
+        finally:
+            root.removeHandler(records), root.setLevel(level)
         out[mode] = (train, valid, test)
+        out[mode + " log"] = [r.getMessage() for r in records.records]
     return out
 
 
@@ -65,11 +83,34 @@ def test_default_windows_cover_every_target_once_with_a_suffix_of_its_context(da
     assert len(datasets["seq2seq"][0]._dataset) < len(datasets["augment"][0]._dataset) / 3
 
 
-def test_validation_and_test_rows_are_recboles(datasets):
+def test_last_window_only_trains_each_users_latest_n_targets_with_all_positions(datasets):
+    """The official samplers' ``train[:-1][-n:]``: one row per user, every position a target."""
+    # every user's training targets in time order, from the default windows (which cover each once)
+    all_targets, latest_window = {}, {}
+    for u, seq, n, t, s in zip(*rows(datasets["seq2seq"][0]._dataset)):  # a user's windows in time order
+        all_targets.setdefault(u, []).extend(seq[s + 1:n] + [t])
+        latest_window[u] = (seq, n, t)
+    users, lists, lens, targets, starts = rows(datasets["last"][0]._dataset)
+    assert sorted(users) == sorted(all_targets)  # one row per user
+    assert set(starts) == {0}
+    dropped = 0
+    for u, seq, n, t in zip(users, lists, lens, targets):
+        assert seq[1:n] + [t] == all_targets[u][-n:]  # the last n targets, ending at the last training one
+        dropped += len(all_targets[u]) - n
+    assert dropped > 0  # users longer than n lose their older targets
+    total = sum(len(t) for t in all_targets.values())
+    assert f"seq2seq_windows last: {total - dropped:,} of {total:,} training targets kept" in " ".join(
+        datasets["last log"])
+    # each is the most recent of the user's default windows
+    assert {u: (seq, n, t) for u, seq, n, t in zip(users, lists, lens, targets)} == latest_window
+
+
+@pytest.mark.parametrize("mode", ["seq2seq", "last"])
+def test_validation_and_test_rows_are_recboles(datasets, mode):
     """Same rows (one per user, in the order users first appear in time, which may differ)."""
     for split in (1, 2):
         a = datasets["augment"][split]._dataset.inter_feat
-        b = datasets["seq2seq"][split]._dataset.inter_feat
+        b = datasets[mode][split]._dataset.inter_feat
         order_a, order_b = torch.argsort(a["user_id"]), torch.argsort(b["user_id"])
         for field in ("user_id", "item_id", "item_length", "item_id_list"):
             assert torch.equal(a[field][order_a], b[field][order_b]), field

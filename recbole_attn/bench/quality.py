@@ -412,13 +412,20 @@ def _device_name(cfg):
     return f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
 
 
-def _commit():
+def _commit(repo=_REPO_DIR):
+    """HEAD of the checkout the code runs from, with ``+uncommitted`` when tracked code differs from
+    it (the results files, which the command itself writes, aside); None outside a git checkout."""
     try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO_DIR, capture_output=True, text=True,
-                              timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":(exclude)recbole_attn/bench/results"],
+                                 cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return proc.stdout.strip() or None
+    if not head:
+        return None
+    return head + ("+uncommitted" if changed else "")
 
 
 def _plain(result):

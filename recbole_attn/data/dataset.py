@@ -15,6 +15,9 @@ evaluation rows (last position only). With ``seq2seq_stride: 1`` each window add
 target with RecBole's full context, so the (context, target) pairs equal RecBole's; the
 default stride ``MAX_ITEM_LIST_LENGTH`` gives non-overlapping windows, where a target in a
 later window sees the items from its window's start (at least ``n - stride + 1`` items).
+``seq2seq_windows: last`` keeps only each user's most recent window (its last ``n`` training
+targets), as the official SASRec and FPARec samplers do (``seq = train[:-1][-n:]``): targets
+older than that are never trained on, a third of ML-1M's at n = 200.
 """
 
 import numpy as np
@@ -26,13 +29,19 @@ from recbole.utils.enum_type import FeatureSource, FeatureType
 LOSS_START = "loss_start"
 
 
-def seq2seq_rows(user_ids, max_len, stride):
+def evaluation_rows(m):
+    """RecBole's leave-one-out for a user of ``m`` interactions: its number of valid/test rows."""
+    return min(2, m - 2) if m >= 3 else 0
+
+
+def seq2seq_rows(user_ids, max_len, stride, last_only=False):
     """Row layout for one pass over interactions sorted by (user, time).
 
     Args:
         user_ids (np.ndarray): user id of each interaction, grouped by user.
         max_len (int): ``MAX_ITEM_LIST_LENGTH``.
         stride (int): targets added per window after the first.
+        last_only (bool): keep only each user's most recent window.
 
     Returns:
         tuple of np.ndarray: ``(start, length, target, loss_start)``: row r's input is the
@@ -42,13 +51,13 @@ def seq2seq_rows(user_ids, max_len, stride):
     boundaries = np.flatnonzero(np.diff(user_ids)) + 1
     for b, e in zip(np.r_[0, boundaries], np.r_[boundaries, len(user_ids)]):
         m = e - b  # interactions of this user at indices b .. e-1
-        n_eval = min(2, m - 2) if m >= 3 else 0  # RecBole's leave-one-out: valid/test rows
+        n_eval = evaluation_rows(m)
         last_train = e - 1 - n_eval  # index of the last training target
         windows = []
         t = last_train
         while t >= b + 1:
             start = max(b, t - max_len)
-            if start == b:
+            if start == b or last_only:
                 windows.append((start, t - start, t, 0))
                 break
             windows.append((start, t - start, t, max(0, (t - start) - stride)))
@@ -73,9 +82,15 @@ class Seq2SeqDataset(SequentialDataset):
         stride = self.config["seq2seq_stride"] or max_len
         self.sort(by=[self.uid_field, self.time_field], ascending=True)
 
-        start, length, target, loss_start = seq2seq_rows(
-            self.inter_feat[self.uid_field].numpy(), max_len, min(stride, max_len)
-        )
+        user_ids = self.inter_feat[self.uid_field].numpy()
+        last_only = self.config["seq2seq_windows"] == "last"
+        start, length, target, loss_start = seq2seq_rows(user_ids, max_len, min(stride, max_len), last_only)
+        if last_only:
+            per_user = np.unique(user_ids, return_counts=True)[1]
+            targets = [max(0, m - 1 - evaluation_rows(m)) for m in per_user]
+            kept = sum(min(t, max_len) for t in targets)
+            self.logger.info(f"seq2seq_windows last: {kept:,} of {sum(targets):,} training targets kept "
+                             f"({100 * kept / max(1, sum(targets)):.1f}%), the last {max_len} of each user")
         new_data = self.inter_feat[torch.from_numpy(target)]
         new_dict = {
             self.item_list_length_field: torch.from_numpy(length),
