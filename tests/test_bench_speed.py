@@ -72,3 +72,31 @@ def test_detect_anomaly_flag_is_on_for_the_runs_only(tiny_data, tmp_path, capsys
     assert main(common) == 0
     assert "anomaly" not in capsys.readouterr().out
     assert seen == [True, True, False, False]
+
+
+def test_score_command_compares_two_chunk_orders_that_agree(tiny_data, tmp_path, capsys, monkeypatch):
+    from recbole_attn.bench.__main__ import main as bench_main
+    from recbole_attn.model import sequence
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sequence, "SCORE_CHUNK_ELEMENTS", 3 * 8 * 8)  # 3 full-width rows a chunk
+    code = bench_main(["score", "--dataset", "tiny", "--data_path", tiny_data, "--max-len", "8", "--hidden-size", "8",
+                       "--n-layers", "1", "--models", "SASRecAttn,STOSA", "--repeats", "1", "--device", "cpu"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "validation users in 1 batch of up to" in printed
+    rows = [line.strip("| ").split(" | ") for line in printed.splitlines()
+            if line.startswith("| ") and not line.startswith("| model")]
+    assert [(r[0], r[1]) for r in rows] == [("SASRecAttn", "input order"), ("SASRecAttn", "longest first"),
+                                          ("STOSA", "input order"), ("STOSA", "longest first")]
+    calls = [int(r[2]) for r in rows]
+    assert calls[0] > 1 and calls[1] <= calls[0]  # the batch is chunked; longest first never needs more chunks
+    assert all(float(r[-1]) < 1e-5 for r in rows)  # same outputs either way
+
+
+def test_score_command_takes_plugin_models_only(capsys):
+    from recbole_attn.bench.score import main as score_main
+
+    assert score_main(["--models", "SASRec"]) == 2
+    assert "plugin models only" in capsys.readouterr().err
+    assert score_main(["--repeats", "0"]) == 2

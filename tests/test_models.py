@@ -221,18 +221,31 @@ def test_each_model_trains_one_epoch_through_the_cli(name, tmp_path):
     assert "test result" in out and "Traceback" not in out
 
 
-def test_scoring_in_chunks_equals_one_pass(tiny_data, saved_dir, monkeypatch):
-    """Large evaluation batches are scored in chunks of bounded attention size; same scores."""
+@pytest.mark.parametrize("name", ["FPARec", "STOSA"])
+def test_scoring_in_chunks_equals_one_pass(name, tiny_data, saved_dir, monkeypatch):
+    """Large evaluation batches are scored in chunks of bounded attention size, longest rows
+    first, each chunk trimmed to its own longest row; same scores, in the batch's row order."""
     from recbole_attn.model import sequence
 
-    model, _ = eval_model("FPARec", {}, tiny_data, saved_dir)
+    model, _ = eval_model(name, {}, tiny_data, saved_dir)
     seq, lens = make_batch(model.n_items, [N, 5, 1, 3, 7, 2, 8])
     batch = {model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: lens}
+    budget = 2 * model.n_heads * N * N  # 2 rows of full width a chunk
     with torch.no_grad():
         whole = model.full_sort_predict(batch)
-        monkeypatch.setattr(sequence, "SCORE_CHUNK_ELEMENTS", 2 * model.n_heads * N * N)  # 2 rows a chunk
-        calls = []
+        monkeypatch.setattr(sequence, "SCORE_CHUNK_ELEMENTS", budget)
+        widths = []
         original = model.forward
-        monkeypatch.setattr(model, "forward", lambda *a: calls.append(1) or original(*a))
+        monkeypatch.setattr(model, "forward", lambda s, l: widths.append((len(l), int(l.max()))) or original(s, l))
         chunked = model.full_sort_predict(batch)
-    assert len(calls) == 4 and torch.allclose(whole, chunked, atol=1e-6)
+        longest_first = list(widths)
+        widths.clear()
+        in_order = sequence.forward_in_chunks(model.forward, seq, lens, model.n_heads, longest_first=False)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    assert all(rows * model.n_heads * width ** 2 <= budget for rows, width in longest_first)
+    assert sum(rows for rows, _ in longest_first) == len(lens)
+    assert len(widths) == 4 and len(longest_first) < 4  # short rows share a narrower chunk
+    one_pass = original(seq, lens)
+    for got, want in zip(in_order if isinstance(in_order, tuple) else (in_order,),
+                         one_pass if isinstance(one_pass, tuple) else (one_pass,)):
+        assert torch.allclose(got, want, atol=1e-6)

@@ -66,14 +66,39 @@ def position_targets(item_seq, item_seq_len, target_item, loss_start):
 SCORE_CHUNK_ELEMENTS = 2 ** 25
 
 
-def forward_in_chunks(forward, item_seq, item_seq_len, n_heads):
+def forward_in_chunks(forward, item_seq, item_seq_len, n_heads, longest_first=True):
     """``forward(item_seq, item_seq_len)`` over row chunks of bounded attention size; tensor or
-    tuple-of-tensors outputs are concatenated along the rows."""
+    tuple-of-tensors outputs are concatenated along the rows, in the input's row order.
+
+    With ``longest_first`` the chunks take the rows longest first, so that each chunk is trimmed
+    (:func:`align`) to its own longest sequence instead of the batch's, and holds more rows when
+    they are short (``python -m recbole_attn.bench score`` measures both orders)."""
     width = max(int(item_seq_len.max()), 1)
-    rows = max(1, SCORE_CHUNK_ELEMENTS // (n_heads * width * width))
-    if len(item_seq_len) <= rows:
+    if len(item_seq_len) <= _chunk_rows(width, n_heads):
         return forward(item_seq, item_seq_len)
-    parts = [forward(item_seq[i:i + rows], item_seq_len[i:i + rows]) for i in range(0, len(item_seq_len), rows)]
+    if not longest_first:  # fixed chunks at the batch's width
+        rows = _chunk_rows(width, n_heads)
+        return _cat([forward(item_seq[i:i + rows], item_seq_len[i:i + rows])
+                     for i in range(0, len(item_seq_len), rows)])
+    order = torch.argsort(item_seq_len, descending=True)
+    parts, start = [], 0
+    while start < len(order):
+        rows = order[start:start + _chunk_rows(max(int(item_seq_len[order[start]]), 1), n_heads)]
+        parts.append(forward(item_seq[rows], item_seq_len[rows]))
+        start += len(rows)
+    restore = torch.empty_like(order)
+    restore[order] = torch.arange(len(order), device=order.device)
+    output = _cat(parts)
+    if isinstance(output, tuple):
+        return tuple(part[restore] for part in output)
+    return output[restore]
+
+
+def _chunk_rows(width, n_heads):
+    return max(1, SCORE_CHUNK_ELEMENTS // (n_heads * width * width))
+
+
+def _cat(parts):
     if isinstance(parts[0], tuple):
         return tuple(torch.cat(p) for p in zip(*parts))
     return torch.cat(parts)
