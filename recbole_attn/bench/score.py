@@ -72,10 +72,13 @@ def time_order(model, batches, longest_first, repeats):
     return statistics.median(times), len(calls), outputs
 
 
+def _as_tuple(output):
+    return output if isinstance(output, tuple) else (output,)  # STOSA encodes a mean and a covariance
+
+
 def _max_diff(outputs, reference):
-    flat = lambda out: out if isinstance(out, tuple) else (out,)  # noqa: E731 (STOSA returns mean and cov)
     return max(float((a - b).abs().max()) for out, ref in zip(outputs, reference)
-               for a, b in zip(flat(out), flat(ref)))
+               for a, b in zip(_as_tuple(out), _as_tuple(ref)))
 
 
 def format_table(rows):
@@ -91,7 +94,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog="python -m recbole_attn.bench score", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
-                   help="folder holding <dataset>/<dataset>.inter (default: the project's usual places)")
+                   help="folder holding <dataset>/<dataset>.inter (default: dataset_atomic/)")
     p.add_argument("--models", default="SASRecAttn,FPARec", help="comma-separated plugin models")
     p.add_argument("--max-len", type=int, default=200, help="MAX_ITEM_LIST_LENGTH")
     p.add_argument("--hidden-size", type=int, default=50)
