@@ -100,3 +100,17 @@ def test_score_command_takes_plugin_models_only(capsys):
     assert score_main(["--models", "SASRec"]) == 2
     assert "plugin models only" in capsys.readouterr().err
     assert score_main(["--repeats", "0"]) == 2
+
+
+def test_score_command_reports_a_missing_dataset_in_one_line(tmp_path, capsys):
+    from recbole_attn.bench.score import main as score_main
+
+    assert score_main(["--dataset", "nosuch", "--data_path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset [nosuch] not found") and "Traceback" not in err
+
+
+def test_speed_command_reports_a_missing_dataset_in_one_line(tmp_path, capsys):
+    assert main(["--dataset", "nosuch", "--data_path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset [nosuch] not found") and "Traceback" not in err

@@ -26,6 +26,7 @@ import torch
 
 from recbole_attn import registry
 from recbole_attn.bench.speed import machine_description
+from recbole_attn.errors import RecboleAttnError
 from recbole_attn.model.sequence import forward_in_chunks
 
 ORDERS = (("input order", False), ("longest first", True))
@@ -119,6 +120,17 @@ def main(argv=None):
         print(f"error: --models takes plugin models only ({', '.join(registry.PLUGIN_MODELS)}); "
               f"got {', '.join(unknown) or 'none'}", file=sys.stderr)
         return 2
+    try:
+        rows = _run_models(args, models)
+    except RecboleAttnError as e:  # a missing dataset, a bad size for a model: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print(format_table(rows))
+    return 0
+
+
+def _run_models(args, models):
     use_gpu = args.device == "auto" and torch.cuda.is_available()
     rows = []
     for name in models:
@@ -146,6 +158,4 @@ def main(argv=None):
             rows.append({"model": name, "order": order, "calls": calls, "seconds": seconds,
                          "speedup": base_seconds / seconds, "max_diff": _max_diff(outputs, reference)})
         print(f"    {name} done", flush=True)
-    print()
-    print(format_table(rows))
-    return 0
+    return rows

@@ -17,6 +17,7 @@ import ctypes
 import gc
 import json
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -198,8 +199,12 @@ def main(argv=None):
         machine += "; torch anomaly detection on"
     print(machine, flush=True)
     # set for the runs and restored afterwards; the registry keeps it (it restores the caller's setting)
-    with torch.autograd.set_detect_anomaly(args.detect_anomaly):
-        return _run_models(args, models, device, machine)
+    try:
+        with torch.autograd.set_detect_anomaly(args.detect_anomaly):
+            return _run_models(args, models, device, machine)
+    except RecboleAttnError as e:  # a missing dataset, a bad size for a model: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def _run_models(args, models, device, machine):
