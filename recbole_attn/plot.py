@@ -15,7 +15,8 @@
 * ``ndcg-curve``: mean NDCG@N (or Recall/Hit/MRR) over N for several checkpoints (AWRSR Fig. 2);
 * ``training``: a validation metric and the global gradient norm per epoch (AWRSR Figs. 4-5),
   from RecBole log files (``log/<model>/*.log`` of a run with ``state: INFO``), checkpoints
-  (gradient norms only) or the run files of :mod:`recbole_attn.compare`.
+  (gradient norms only) or the run files of :mod:`recbole_attn.compare`; it prints each validation
+  curve's best epoch, late trend and epoch-to-epoch noise (``curve_summary``).
 
 Every command writes ``--out`` (PNG) and a PDF next to it, of exactly ``--width`` x ``--height``
 inches at ``--dpi`` (the PNG has ``width*dpi`` x ``height*dpi`` pixels).
@@ -344,6 +345,41 @@ def plot_training(inputs, out, labels=None, metric="ndcg@10", width=10.0, height
     return save_figure(fig, out)
 
 
+def curve_summary(valid, every=50, tail=50):
+    """Numbers that describe a validation curve ``{epoch: value}``: the best epoch, the value every
+    ``every`` epochs, and over the last ``tail`` epochs the mean and largest change from one epoch
+    to the next (its noise) and the least-squares slope per ``every`` epochs (its late trend)."""
+    epochs = sorted(valid)
+    values = np.array([valid[e] for e in epochs], dtype=float)
+    best = epochs[int(np.nanargmax(values))]
+    last = np.array(epochs[-tail:], dtype=float)
+    last_values = values[-tail:]
+    steps = np.abs(np.diff(last_values))
+    slope = np.polyfit(last, last_values, 1)[0] * every if len(last) > 1 else float("nan")
+    return {"first": epochs[0], "last": epochs[-1], "best_epoch": best, "best": valid[best],
+            "sampled": [(e, valid[e]) for e in epochs if e % every == 0],
+            "tail_first": int(last[0]), "tail_mean_change": float(steps.mean()) if steps.size else float("nan"),
+            "tail_largest_change": float(steps.max()) if steps.size else float("nan"), "tail_slope": float(slope)}
+
+
+def training_summaries(inputs, labels=None, metric="ndcg@10", every=50, tail=50):
+    """One line per input with a validation curve (see ``curve_summary``), for quoting a run's
+    late trend and noise beside its plot."""
+    metric = metric.lower()
+    lines = []
+    for i, path in enumerate(inputs):
+        label, valid, _ = training_series(path, metric)
+        if not any(math.isfinite(v) for v in valid.values()):
+            continue
+        s = curve_summary(valid, every=every, tail=tail)
+        sampled = ", ".join(f"{e}: {v:.4f}" for e, v in s["sampled"])
+        lines.append(f"{labels[i] if labels else label}: {metric} over epochs {s['first']}-{s['last']}; best "
+                     f"{s['best']:.4f} at epoch {s['best_epoch']}; every {every} epochs: {sampled}; epochs "
+                     f"{s['tail_first']}-{s['last']}: epoch-to-epoch change mean {s['tail_mean_change']:.5f}, "
+                     f"largest {s['tail_largest_change']:.4f}, trend {s['tail_slope']:+.4f} per {every} epochs")
+    return lines
+
+
 # ----- command line ----------------------------------------------------------------------
 def _size_options(parser, width, height):
     parser.add_argument("--out", required=True, help="output .png (a .pdf is written next to it)")
@@ -391,6 +427,10 @@ def build_parser():
                    "or run files of recbole_attn.compare (.json)")
     p.add_argument("--labels", default=None, help="comma-separated legend names")
     p.add_argument("--metric", default="ndcg@10", help="validation metric (default ndcg@10; AWRSR uses ndcg@5)")
+    p.add_argument("--every", type=int, default=50, help="the printed summary samples the validation curve "
+                   "every N epochs and gives its trend per N epochs (default 50)")
+    p.add_argument("--tail", type=int, default=50, help="the printed summary's noise and trend use the last N "
+                   "epochs (default 50)")
     _size_options(p, 10.0, 4.0)
     return parser
 
@@ -409,7 +449,11 @@ def main(argv=None):
             paths = plot_ndcg_curve(args.checkpoint, args.out, labels=_labels(args.labels), metric=args.metric,
                                     max_n=args.max_n, split=args.split, **size)
         else:
+            if args.every < 1 or args.tail < 2:
+                raise ConfigError("--every must be at least 1 and --tail at least 2")
             paths = plot_training(args.inputs, args.out, labels=_labels(args.labels), metric=args.metric, **size)
+            for line in training_summaries(args.inputs, _labels(args.labels), args.metric, args.every, args.tail):
+                print(line)
     except RecboleAttnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

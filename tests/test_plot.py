@@ -131,6 +131,35 @@ def test_parse_log_on_recbole_lines(tmp_path):
     assert parsed["grad_norm"][0] == 0.170832 and np.isnan(parsed["grad_norm"][1])
 
 
+def write_curve_log(path, values):
+    with open(path, "w") as f:
+        for epoch, value in enumerate(values):
+            f.write(f"Sun 06 Dec 2026 14:57:08 INFO  epoch {epoch} evaluating [time: 2.48s, valid_score: {value:.6f}]\n"
+                    f"Sun 06 Dec 2026 14:57:08 INFO  valid result: \nndcg@10 : {value:.6f}    hit@10 : 0.2\n")
+
+
+def test_training_summary_reads_trend_and_noise(tmp_path, capsys):
+    # rising 0.001 per epoch, then alternating +-0.002 around a flat top: best, samples, noise, trend
+    values = [0.001 * e for e in range(60)] + [0.06 + (0.002 if e % 2 else 0.0) for e in range(40)]
+    log = str(tmp_path / "run.log")
+    write_curve_log(log, values)
+    s = plot.curve_summary({e: v for e, v in enumerate(values)}, every=50, tail=40)
+    assert (s["first"], s["last"], s["best_epoch"], s["tail_first"]) == (0, 99, 61, 60)
+    assert [e for e, _ in s["sampled"]] == [0, 50] and s["sampled"][1][1] == pytest.approx(0.05)
+    assert s["tail_mean_change"] == pytest.approx(0.002) and s["tail_largest_change"] == pytest.approx(0.002)
+    assert abs(s["tail_slope"]) < 5e-4  # flat top: the rise gives 0.05 per 50 epochs, the noise alone ~0
+    rising = plot.curve_summary({e: v for e, v in enumerate(values)}, every=50, tail=50)
+    assert rising["tail_slope"] > 0.005  # the window reaches back into the rise
+
+    out = str(tmp_path / "curve.png")
+    assert plot.main(["training", log, "--labels", "flat", "--tail", "40", "--out", out, *SIZE]) == 0
+    printed = capsys.readouterr().out
+    assert "flat: ndcg@10 over epochs 0-99; best 0.0620 at epoch 61; every 50 epochs: 0: 0.0000, 50: 0.0500" in printed
+    assert "epochs 60-99: epoch-to-epoch change mean 0.00200, largest 0.0020, trend " in printed
+    assert plot.main(["training", log, "--tail", "1", "--out", out, *SIZE]) == 2
+    assert "--tail at least 2" in capsys.readouterr().err
+
+
 def test_correlation_is_the_papers_formula():
     rng = np.random.default_rng(0)
     p = rng.normal(size=(6, 4)) * 3
