@@ -307,19 +307,25 @@ def training_series(path, metric):
     return f"{state['config']['model']} (checkpoint)", {}, dict(enumerate(state.get("grad_norms", [])))
 
 
-def plot_training(inputs, out, labels=None, metric="ndcg@10", width=10.0, height=4.0, dpi=100):
+def load_training(inputs, labels=None, metric="ndcg@10"):
+    """``[(label, valid, grad)]`` of each input, read once for both the plot and the summary."""
     if labels and len(labels) != len(inputs):
         raise ConfigError(f"--labels has {len(labels)} names for {len(inputs)} inputs")
     for path in inputs:
         if not os.path.isfile(path):
             raise ConfigError(f"[{path}] does not exist")
+    series = [training_series(path, metric.lower()) for path in inputs]
+    return [(labels[i] if labels else label, valid, grad) for i, (label, valid, grad) in enumerate(series)]
+
+
+def plot_training(inputs, out, labels=None, metric="ndcg@10", width=10.0, height=4.0, dpi=100, series=None):
+    """``series``: what ``load_training`` returned for these inputs (read here when not given)."""
     metric = metric.lower()
+    series = series if series is not None else load_training(inputs, labels, metric)
     fig = new_figure(width, height, dpi)
     ax_valid, ax_grad = fig.subplots(1, 2)
     any_valid = any_grad = False
-    for i, path in enumerate(inputs):
-        label, valid, grad = training_series(path, metric)
-        label = labels[i] if labels else label
+    for label, valid, grad in series:
         if valid:
             epochs = sorted(valid)
             ax_valid.plot(epochs, [valid[e] for e in epochs], marker="o", markersize=3, label=label)
@@ -362,18 +368,17 @@ def curve_summary(valid, every=50, tail=50):
             "tail_largest_change": float(steps.max()) if steps.size else float("nan"), "tail_slope": float(slope)}
 
 
-def training_summaries(inputs, labels=None, metric="ndcg@10", every=50, tail=50):
-    """One line per input with a validation curve (see ``curve_summary``), for quoting a run's
-    late trend and noise beside its plot."""
+def training_summaries(series, metric="ndcg@10", every=50, tail=50):
+    """One line per series of ``load_training`` with a validation curve (see ``curve_summary``),
+    for quoting a run's late trend and noise beside its plot."""
     metric = metric.lower()
     lines = []
-    for i, path in enumerate(inputs):
-        label, valid, _ = training_series(path, metric)
+    for label, valid, _ in series:
         if not any(math.isfinite(v) for v in valid.values()):
             continue
         s = curve_summary(valid, every=every, tail=tail)
         sampled = ", ".join(f"{e}: {v:.4f}" for e, v in s["sampled"])
-        lines.append(f"{labels[i] if labels else label}: {metric} over epochs {s['first']}-{s['last']}; best "
+        lines.append(f"{label}: {metric} over epochs {s['first']}-{s['last']}; best "
                      f"{s['best']:.4f} at epoch {s['best_epoch']}; every {every} epochs: {sampled}; epochs "
                      f"{s['tail_first']}-{s['last']}: epoch-to-epoch change mean {s['tail_mean_change']:.5f}, "
                      f"largest {s['tail_largest_change']:.4f}, trend {s['tail_slope']:+.4f} per {every} epochs")
@@ -451,8 +456,9 @@ def main(argv=None):
         else:
             if args.every < 1 or args.tail < 2:
                 raise ConfigError("--every must be at least 1 and --tail at least 2")
-            paths = plot_training(args.inputs, args.out, labels=_labels(args.labels), metric=args.metric, **size)
-            for line in training_summaries(args.inputs, _labels(args.labels), args.metric, args.every, args.tail):
+            series = load_training(args.inputs, _labels(args.labels), args.metric)
+            paths = plot_training(args.inputs, args.out, metric=args.metric, series=series, **size)
+            for line in training_summaries(series, args.metric, args.every, args.tail):
                 print(line)
     except RecboleAttnError as e:
         print(f"error: {e}", file=sys.stderr)
