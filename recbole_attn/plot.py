@@ -307,14 +307,32 @@ def training_series(path, metric):
     return f"{state['config']['model']} (checkpoint)", {}, dict(enumerate(state.get("grad_norms", [])))
 
 
+def joined_series(parts, metric):
+    """One curve from the logs of consecutive sittings of a resumed run (``a.log+b.log``): each
+    sitting writes its own log from the epoch it resumed at; a later sitting's epoch replaces an
+    earlier one's (an epoch evaluated but not checkpointed before an interruption is run again)."""
+    label, valid, grad = None, {}, {}
+    for path in parts:
+        if not path.endswith(".log"):
+            raise ConfigError(f"[{path}]: only RecBole .log files can be joined with '+'")
+        part_label, part_valid, part_grad = training_series(path, metric)
+        label = label or part_label
+        valid.update(part_valid)
+        grad.update(part_grad)
+    return label, valid, grad
+
+
 def load_training(inputs, labels=None, metric="ndcg@10"):
-    """``[(label, valid, grad)]`` of each input, read once for both the plot and the summary."""
+    """``[(label, valid, grad)]`` of each input, read once for both the plot and the summary.
+    An input ``a.log+b.log`` joins the logs of a run resumed across sittings into one curve."""
     if labels and len(labels) != len(inputs):
         raise ConfigError(f"--labels has {len(labels)} names for {len(inputs)} inputs")
-    for path in inputs:
+    parts = [[path] if os.path.isfile(path) or "+" not in path else path.split("+") for path in inputs]
+    for path in (p for group in parts for p in group):
         if not os.path.isfile(path):
             raise ConfigError(f"[{path}] does not exist")
-    series = [training_series(path, metric.lower()) for path in inputs]
+    series = [training_series(group[0], metric.lower()) if len(group) == 1 else joined_series(group, metric.lower())
+              for group in parts]
     return [(labels[i] if labels else label, valid, grad) for i, (label, valid, grad) in enumerate(series)]
 
 
@@ -429,7 +447,8 @@ def build_parser():
 
     p = sub.add_parser("training", help="validation metric and gradient norm per epoch (AWRSR Figs. 4-5)")
     p.add_argument("inputs", nargs="+", help="RecBole .log files, checkpoints (.pth: gradient norm only) "
-                   "or run files of recbole_attn.compare (.json)")
+                   "or run files of recbole_attn.compare (.json); a.log+b.log joins the logs of a run "
+                   "resumed across sittings into one curve")
     p.add_argument("--labels", default=None, help="comma-separated legend names")
     p.add_argument("--metric", default="ndcg@10", help="validation metric (default ndcg@10; AWRSR uses ndcg@5)")
     p.add_argument("--every", type=int, default=50, help="the printed summary samples the validation curve "

@@ -131,9 +131,9 @@ def test_parse_log_on_recbole_lines(tmp_path):
     assert parsed["grad_norm"][0] == 0.170832 and np.isnan(parsed["grad_norm"][1])
 
 
-def write_curve_log(path, values):
+def write_curve_log(path, values, start=0):
     with open(path, "w") as f:
-        for epoch, value in enumerate(values):
+        for epoch, value in enumerate(values, start):
             f.write(f"Sun 06 Dec 2026 14:57:08 INFO  epoch {epoch} evaluating [time: 2.48s, valid_score: {value:.6f}]\n"
                     f"Sun 06 Dec 2026 14:57:08 INFO  valid result: \nndcg@10 : {value:.6f}    hit@10 : 0.2\n")
 
@@ -158,6 +158,27 @@ def test_training_summary_reads_trend_and_noise(tmp_path, capsys):
     assert "epochs 60-99: epoch-to-epoch change mean 0.00200, largest 0.0020, trend " in printed
     assert plot.main(["training", log, "--tail", "1", "--out", out, *SIZE]) == 2
     assert "--tail at least 2" in capsys.readouterr().err
+
+
+def test_logs_of_a_resumed_run_join_into_one_curve(tmp_path, capsys):
+    # sitting 1 evaluated epochs 0-4 but was stopped before checkpointing epoch 4; sitting 2 ran 4-7 again
+    first, second = str(tmp_path / "a.log"), str(tmp_path / "b.log")
+    write_curve_log(first, [0.01, 0.02, 0.03, 0.04, 0.09])
+    write_curve_log(second, [0.05, 0.06, 0.07, 0.08], start=4)
+    (label, valid, _), = plot.load_training([f"{first}+{second}"])
+    assert sorted(valid) == list(range(8))
+    assert valid[3] == pytest.approx(0.04) and valid[4] == pytest.approx(0.05)  # the later sitting's epoch 4
+    out = str(tmp_path / "joined.png")
+    assert plot.main(["training", f"{first}+{second}", "--labels", "run", "--every", "4", "--tail", "4",
+                      "--out", out, *SIZE]) == 0
+    assert "run: ndcg@10 over epochs 0-7; best 0.0800 at epoch 7; every 4 epochs: 0: 0.0100, 4: 0.0500" \
+        in capsys.readouterr().out
+    assert plot.main(["training", f"{first}+{tmp_path / 'missing.log'}", "--out", out, *SIZE]) == 2
+    assert "missing.log] does not exist" in capsys.readouterr().err
+    run_file = tmp_path / "run.json"
+    run_file.write_text("{}")
+    assert plot.main(["training", f"{first}+{run_file}", "--out", out, *SIZE]) == 2
+    assert "only RecBole .log files can be joined" in capsys.readouterr().err
 
 
 def test_correlation_is_the_papers_formula():
