@@ -38,12 +38,14 @@ READ_BY = {
     "attn_pattern": ("PARec", "FPARec"),
     # the STOSA family has its own layers and initialisation
     "pre_norm": SASREC_FAMILY,
+    # the official SASRec block has keys and values; token mixing has neither
+    "official_block": tuple(m for m in SASREC_FAMILY if m != "TokenMixRec"),
     "weight_init": SASREC_FAMILY,
     "embedding_scale": SASREC_FAMILY,
 }
-INERT = {"refine_mode": "none", "attn_pattern": "learned", "pre_norm": False, "weight_init": "normal",
-         "embedding_scale": False}
-BOOLEANS = ("pre_norm", "embedding_scale")
+INERT = {"refine_mode": "none", "attn_pattern": "learned", "pre_norm": False, "official_block": False,
+         "weight_init": "normal", "embedding_scale": False}
+BOOLEANS = ("pre_norm", "official_block", "embedding_scale")
 
 
 def validate_model_config(cfg, explicit=()):
@@ -56,6 +58,8 @@ def validate_model_config(cfg, explicit=()):
                 f"[{key}] is only read by {' and '.join(models)}; model [{cfg.get('model')}] would ignore "
                 f"{key}={cfg.get(key)!r}"
             )
+    if cfg.get("pre_norm") is True and cfg.get("official_block") is True:
+        raise ConfigError("[pre_norm] and [official_block] are two different block layouts; set one of them")
     for key, choices in CHOICES.items():
         if key == "refine_mode":
             choices = REFINE_MODES_BY_MODEL.get(cfg.get("model"), choices)

@@ -74,6 +74,14 @@ def test_keys_ignored_by_the_model_are_refused(tiny_data):
             make(model, data_path=tiny_data, train_mode=mode, seq2seq_windows="last")
     with pytest.raises(ConfigError, match="seq2seq_windows"):
         make("FPARec", data_path=tiny_data, seq2seq_windows="first")
+    with pytest.raises(ConfigError, match="official_block.*model \\[TokenMixRec\\]"):
+        make("TokenMixRec", data_path=tiny_data, official_block=True)
+    with pytest.raises(ConfigError, match="official_block.*model \\[STOSA\\]"):
+        make("STOSA", data_path=tiny_data, official_block=True)
+    with pytest.raises(ConfigError, match="two different block layouts"):
+        make("FPARec", data_path=tiny_data, pre_norm=True, official_block=True)
+    with pytest.raises(ConfigError, match="official_block.*True \\| False"):
+        make("FPARec", data_path=tiny_data, official_block="yes")
 
 
 def test_properties_are_found_in_an_installed_package(tmp_path, monkeypatch):

@@ -29,6 +29,10 @@ VARIANTS = [
     ("AWRSR-SASRec", {"refine_mode": "add", "pre_norm": True}),
     ("SASRecAttn", {"weight_init": "glorot", "embedding_scale": True, "pre_norm": True}),
     ("FPARec", {"weight_init": "glorot", "embedding_scale": True}),
+    ("SASRecAttn", {"official_block": True}),
+    ("FPARec", {"official_block": True, "weight_init": "glorot", "embedding_scale": True}),
+    ("LinearAttnRec", {"official_block": True}),
+    ("AWRSR-SASRec", {"refine_mode": "value", "official_block": True}),
 ]
 IDS = [name + "".join(f"-{k}" if v is True else f"-{v}" for k, v in o.items()) for name, o in VARIANTS]
 N = 8  # MAX_ITEM_LIST_LENGTH of the tiny config
@@ -170,6 +174,36 @@ def test_pre_norm_keeps_an_unnormalised_residual_stream(name, tiny_data, saved_d
         normalised = post.trm_encoder(x, mask, positions)
         assert torch.allclose(normalised.mean(-1), torch.zeros(2, N), atol=1e-4)
         assert torch.allclose(normalised.std(-1, unbiased=False), torch.ones(2, N), atol=1e-3)
+
+
+def test_official_block_is_the_tensorflow_sasrec_block(tiny_data, saved_dir):
+    """One block computed by hand as kang205/SASRec's model.py and modules.py write it: queries
+    normalised, keys and values from the un-normalised stream, the attention output added to the
+    normalised queries with no output projection; the feed-forward output added to its normalised
+    input. The stack ends with one LayerNorm and takes no LayerNorm on the embeddings."""
+    official, _ = eval_model("SASRecAttn", {"official_block": True}, tiny_data, saved_dir)
+    post, _ = eval_model("SASRecAttn", {}, tiny_data, saved_dir)
+    d, heads = official.hidden_size, official.n_heads
+    assert sum(p.numel() for p in post.parameters()) - sum(p.numel() for p in official.parameters()) == \
+        official.n_layers * (d * d + d)  # no output projection per layer
+    layer = official.trm_encoder.layer[0]
+    attn, ffn = layer.multi_head_attention, layer.feed_forward
+    g = torch.Generator().manual_seed(3)
+    x = 3.0 * torch.randn(2, N, d, generator=g) + 1.0
+    mask = torch.ones(2, 1, N, N, dtype=torch.bool).tril()
+    with torch.no_grad():
+        q = attn.LayerNorm(x)
+        per_head = lambda t: t.view(2, N, heads, d // heads).transpose(1, 2)  # noqa: E731
+        scores = per_head(attn.scorer.query(q)) @ per_head(attn.scorer.key(x)).transpose(-1, -2)
+        weights = torch.softmax((scores / math.sqrt(d // heads)).masked_fill(~mask, -1e9), dim=-1)
+        context = (weights @ per_head(attn.value(x))).transpose(1, 2).reshape(2, N, d)
+        h = ffn.LayerNorm(q + context)
+        expected = h + ffn.dense_2(ffn.intermediate_act_fn(ffn.dense_1(h)))
+        assert torch.allclose(layer(x, mask, torch.arange(N)), expected, atol=1e-5)
+        seq, lens = make_batch(official.n_items, [N, 3])
+        positions = torch.arange(N)
+        emb = official.item_embedding(seq) + official.position_embedding(positions)
+        assert torch.allclose(official.embed(seq, positions), emb, atol=1e-6)
 
 
 @pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)

@@ -8,7 +8,7 @@ An optional AWRSR refiner (:mod:`recbole_attn.layers.refinement`) turns ``A`` in
 refined weights ``B``.
 
 Every sublayer's ``forward`` is RecBole's post-LN ``LayerNorm(mix(x) + x)``; ``mix`` (the
-update alone) lets :mod:`recbole_attn.layers.encoder` build the pre-LN layout instead.
+update alone) lets :mod:`recbole_attn.layers.encoder` build its other layouts.
 
 Masks are boolean ``[B, 1, L, L]`` (True = query i may attend to key j). ``positions`` are the
 absolute slots ``[L]`` of the batch columns in the ``MAX_ITEM_LIST_LENGTH`` layout, so that
@@ -54,9 +54,9 @@ class DotProductScorer(nn.Module):
         self.query = nn.Linear(hidden_size, hidden_size)
         self.key = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, hidden, positions):
+    def forward(self, hidden, positions, keys=None):
         q = split_heads(self.query(hidden), self.n_heads)
-        k = split_heads(self.key(hidden), self.n_heads)
+        k = split_heads(self.key(hidden if keys is None else keys), self.n_heads)
         return torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)
 
     def normalize(self, scores, mask):
@@ -125,7 +125,7 @@ class PositionalScorer(nn.Module):
             r = torch.matmul(self.R1[:, positions], self.R2[:, positions].transpose(-1, -2))
         return r / math.sqrt(self.head_size)
 
-    def forward(self, hidden, positions):
+    def forward(self, hidden, positions, keys=None):
         return self.positional_matrix(positions).unsqueeze(0)
 
     def normalize(self, scores, mask):
@@ -147,9 +147,9 @@ class LinearAttentionScorer(nn.Module):
         self.key = nn.Linear(hidden_size, hidden_size)
         self.eps = eps
 
-    def forward(self, hidden, positions):
+    def forward(self, hidden, positions, keys=None):
         q = F.elu(split_heads(self.query(hidden), self.n_heads)) + 1
-        k = F.elu(split_heads(self.key(hidden), self.n_heads)) + 1
+        k = F.elu(split_heads(self.key(hidden if keys is None else keys), self.n_heads)) + 1
         return torch.matmul(q, k.transpose(-1, -2))  # similarities, all positive
 
     def normalize(self, scores, mask):
@@ -161,9 +161,10 @@ class AttentionSublayer(nn.Module):
     """What every attention sublayer shares: scores from ``self.scorer``, optionally refined by
     ``self.refiner`` (AWRSR), and the last weights kept for plots when ``keep_attention`` is set."""
 
-    def attention_weights(self, hidden, mask, positions):
-        """Returns ``(A, weights)``: the scorer's scores and the weights applied to the values."""
-        scores = self.scorer(hidden, positions)
+    def attention_weights(self, hidden, mask, positions, keys=None):
+        """Returns ``(A, weights)``: the scorer's scores and the weights applied to the values.
+        ``keys``: where the keys are read from when not ``hidden`` (the official block)."""
+        scores = self.scorer(hidden, positions) if keys is None else self.scorer(hidden, positions, keys=keys)
         if self.refiner is not None:
             weights = self.refiner(scores, mask, positions, self.scorer.normalize)
         else:
@@ -198,11 +199,14 @@ class SelfAttention(AttentionSublayer):
         self.keep_attention = False  # set True to keep the last weights (for plots)
         self.last_attention = None
 
-    def mix(self, hidden, mask, positions):
-        """The sublayer's update before its residual connection and LayerNorm."""
-        _, weights = self.attention_weights(hidden, mask, positions)
-        value = split_heads(self.value(hidden), self.n_heads)
+    def mix(self, hidden, mask, positions, keys=None):
+        """The sublayer's update before its residual connection and LayerNorm. ``keys``: the
+        states keys and values are read from, when not ``hidden`` (the official block)."""
+        _, weights = self.attention_weights(hidden, mask, positions, keys=keys)
+        value = split_heads(self.value(hidden if keys is None else keys), self.n_heads)
         context = merge_heads(torch.matmul(self.attn_dropout(weights), value))
+        if self.dense is None:  # the official block: no output projection, no dropout on the output
+            return context
         return self.out_dropout(self.dense(context))
 
     def forward(self, hidden, mask, positions):

@@ -1,12 +1,21 @@
 """The transformer stack shared by the SASRec family: an attention sublayer (passed in) and
-RecBole's ``FeedForward`` per block, in one of two layouts:
+RecBole's ``FeedForward`` per block, in one of three layouts:
 
-* post-LN (default, RecBole's SASRec): ``x = LN(x + Attn(x)); x = LN(x + FFN(x))``;
-* pre-LN (``pre_norm: True``, the layout of the official SASRec and FPARec code,
-  ``pre_norm=True`` there): ``x = x + Attn(LN(x)); x = x + FFN(LN(x))``, with one LayerNorm
-  after the last block (the model moves its embedding LayerNorm there). The official code feeds
-  the attention keys and values un-normalised and adds the residual to ``LN(x)``; this is the
-  standard pre-LN form (Xiong et al. 2020) with the same LayerNorms in the same places.
+* ``post`` (default, RecBole's SASRec): ``x = LN(x + Attn(x)); x = LN(x + FFN(x))``, with a
+  LayerNorm on the embeddings;
+* ``pre`` (``pre_norm: True``): the standard pre-LN block (Xiong et al. 2020),
+  ``x = x + Attn(LN(x)); x = x + FFN(LN(x))``, with one LayerNorm after the last block (the
+  model moves its embedding LayerNorm there);
+* ``official`` (``official_block: True``): the block of the official TensorFlow SASRec code
+  (kang205/SASRec ``model.py``; FPARec's code has the same sublayers):
+  ``q = LN(x); x = q + Attn(queries=q, keys=values=x); h = LN(x); x = h + FFN(h)``, one LayerNorm
+  after the last block. Each update is added to the *normalised* input, so the stream between
+  sublayers is the post-LN one; what differs from ``post`` is that keys and values are read from
+  the stream before its LayerNorm, that the attention has no output projection (nor dropout on
+  its output) and that the feed-forward network has dropout after its activation too.
+
+The LayerNorms are the same modules in the same places in every layout (``official`` also drops
+the attention's output projection), so ``post`` and ``pre`` load each other's weights.
 """
 
 import copy
@@ -15,22 +24,34 @@ import torch.nn as nn
 from recbole.model.layers import FeedForward
 
 
+LAYOUTS = ("post", "pre", "official")
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, attention, hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps,
-                 pre_norm=False):
+                 layout="post"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown block layout [{layout}]; one of {LAYOUTS}")
         self.multi_head_attention = attention
         self.feed_forward = FeedForward(hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps)
-        self.pre_norm = pre_norm
+        self.layout = layout
+        if layout == "official":
+            attention.dense = None  # the official code has no output projection after the attention
 
     def forward(self, hidden, mask, positions):
-        if not self.pre_norm:
-            return self.feed_forward(self.multi_head_attention(hidden, mask, positions))
-        attention = self.multi_head_attention
-        hidden = hidden + attention.mix(attention.LayerNorm(hidden), mask, positions)
-        ffn = self.feed_forward
-        update = ffn.dense_2(ffn.intermediate_act_fn(ffn.dense_1(ffn.LayerNorm(hidden))))
-        return hidden + ffn.dropout(update)
+        attention, ffn = self.multi_head_attention, self.feed_forward
+        if self.layout == "post":
+            return ffn(attention(hidden, mask, positions))
+        if self.layout == "pre":
+            hidden = hidden + attention.mix(attention.LayerNorm(hidden), mask, positions)
+            update = ffn.dense_2(ffn.intermediate_act_fn(ffn.dense_1(ffn.LayerNorm(hidden))))
+            return hidden + ffn.dropout(update)
+        query = attention.LayerNorm(hidden)
+        hidden = query + attention.mix(query, mask, positions, keys=hidden)
+        normed = ffn.LayerNorm(hidden)
+        update = ffn.dense_2(ffn.dropout(ffn.intermediate_act_fn(ffn.dense_1(normed))))
+        return normed + ffn.dropout(update)
 
 
 class TransformerStack(nn.Module):

@@ -5,8 +5,9 @@ initialisation and random stream) with two hooks:
 
 * :meth:`build_attention` returns the attention sublayer of one block (the only thing
   PARec, FPARec, the linear-attention and token-mixing baselines and AWRSR change);
-* ``pre_norm``: RecBole's post-LN blocks (False) or the pre-LN blocks of the official SASRec
-  and FPARec code (True), see :mod:`recbole_attn.layers.encoder`;
+* ``pre_norm`` / ``official_block``: RecBole's post-LN blocks (both False), standard pre-LN
+  blocks (``pre_norm``) or the block of the official TensorFlow SASRec and FPARec code
+  (``official_block``), see :mod:`recbole_attn.layers.encoder`;
 * ``pad_side``: ``right`` keeps RecBole's layout (oldest item in slot 0); ``left`` puts the
   newest item in slot ``n-1`` as the official PARec/FPARec/STOSA code does, which matters for
   parameters indexed by absolute position;
@@ -67,6 +68,9 @@ class AttentionSequentialRecommender(SequentialRecommender):
         self.pad_side = config["pad_side"] or "right"
         self.train_mode = config["train_mode"] or "augment"
         self.pre_norm = bool(config["pre_norm"])
+        self.official_block = bool(config["official_block"])
+        # both layouts other than RecBole's normalise at the start of each sublayer and once at the end
+        self.norm_last = self.pre_norm or self.official_block
         self.weight_init = config["weight_init"] or "normal"
         self.embedding_scale = bool(config["embedding_scale"])
 
@@ -75,9 +79,9 @@ class AttentionSequentialRecommender(SequentialRecommender):
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         block = TransformerBlock(self.build_attention(), self.hidden_size, self.inner_size,
                                  self.hidden_dropout_prob, self.hidden_act, self.layer_norm_eps,
-                                 pre_norm=self.pre_norm)
+                                 layout="official" if self.official_block else "pre" if self.pre_norm else "post")
         self.trm_encoder = TransformerStack(block, self.n_layers)
-        # post-LN: normalises the embeddings; pre-LN: the output of the last block
+        # post-LN: normalises the embeddings; the other layouts: the output of the last block
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
 
@@ -118,7 +122,7 @@ class AttentionSequentialRecommender(SequentialRecommender):
         if self.embedding_scale:
             item_emb = item_emb * self.hidden_size ** 0.5
         input_emb = item_emb + self.position_embedding(positions).unsqueeze(0)
-        if self.pre_norm:
+        if self.norm_last:
             return self.dropout(input_emb)
         return self.dropout(self.LayerNorm(input_emb))
 
@@ -126,7 +130,7 @@ class AttentionSequentialRecommender(SequentialRecommender):
         """Hidden states of every position, ``[B, W, H]``, in RecBole's right-padded layout."""
         seq, positions = align(item_seq, item_seq_len, self.pad_side, self.max_seq_length)
         hidden = self.trm_encoder(self.embed(seq, positions), causal_padding_mask(seq), positions)
-        if self.pre_norm:
+        if self.norm_last:
             hidden = self.LayerNorm(hidden)
         if self.pad_side == "left":
             hidden = left_to_right(hidden, item_seq_len)
