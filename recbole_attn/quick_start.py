@@ -9,6 +9,7 @@ import os
 import sys
 from logging import getLogger
 
+import torch
 import torch.distributed as dist
 
 from recbole.utils import get_environment, init_logger, init_seed, set_color
@@ -33,6 +34,16 @@ def _start_log(config):
     init_logger(config)
 
 
+def _seed(config, seed):
+    """RecBole's ``init_seed`` (which pins cuDNN only), and with ``reproducibility`` the thread
+    count MKL splits a matrix product over: torch turns MKL's per-call choice of threads off only
+    when ``set_num_threads`` is called, and a product split over another number of threads sums in
+    another order (other last bits on the larger products)."""
+    init_seed(seed, config["reproducibility"])
+    if config["reproducibility"]:
+        torch.set_num_threads(torch.get_num_threads())
+
+
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, read_cmd_line=True,
             log=True, log_file=True):
     """Config, dataloaders and a freshly initialised model: ``(config, model, train, valid, test)``.
@@ -40,7 +51,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, r
     ``log_file=False`` writes no log file (loading a checkpoint for evaluation or plots)."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, read_cmd_line=read_cmd_line)
-    init_seed(config["seed"], config["reproducibility"])
+    _seed(config, config["seed"])
     if log_file:
         _start_log(config)
     logger = getLogger()
@@ -60,7 +71,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, r
         logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    _seed(config, config["seed"] + config["local_rank"])
     model_class = registry.get_model(config["model"])
     net = model_class(config, train_data._dataset).to(config["device"])
     if log:

@@ -360,6 +360,17 @@ def _same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _differences(run_a, run_b):
+    """What differs between two runs' ``(best, last)`` checkpoints, for the failure message."""
+    lines = []
+    for which, a, b in (("best", run_a[0], run_b[0]), ("last", run_a[1], run_b[1])):
+        lines.append(f"{which}: epochs {a['epoch']} / {b['epoch']}, "
+                     f"best valid scores {a['best_valid_score']} / {b['best_valid_score']}")
+        lines += [f"  {k}: max |diff| {(a['state_dict'][k] - b['state_dict'][k]).abs().max().item():.3g}"
+                  for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory):
     """One full run: ``(test result, checkpoint folder)``."""
@@ -399,12 +410,11 @@ def test_interrupted_run_resumes_to_the_same_final_metrics(sig, uninterrupted, d
     assert resumed.returncode == 0, out[-3000:]
     assert f"Resume training from epoch {state['epoch'] + 1}" in out
     assert final_test_result(out) == uninterrupted[0]
-    best_a, last_a = _final_states(uninterrupted[1])
-    best_b, last_b = _final_states(tmp_path)
-    assert best_a["epoch"] == best_b["epoch"] and last_a["epoch"] == last_b["epoch"]
-    assert best_a["best_valid_score"] == best_b["best_valid_score"]
-    assert _same_weights(best_a["state_dict"], best_b["state_dict"])
-    assert _same_weights(last_a["state_dict"], last_b["state_dict"])
+    run_a, run_b = _final_states(uninterrupted[1]), _final_states(tmp_path)
+    assert all(a["epoch"] == b["epoch"] for a, b in zip(run_a, run_b)), _differences(run_a, run_b)
+    assert run_a[0]["best_valid_score"] == run_b[0]["best_valid_score"], _differences(run_a, run_b)
+    same = all(_same_weights(a["state_dict"], b["state_dict"]) for a, b in zip(run_a, run_b))
+    assert same, _differences(run_a, run_b)
 
 
 def test_resuming_a_finished_run_keeps_its_best_model(main, data_dir, tmp_path):
@@ -430,11 +440,10 @@ def test_two_runs_with_the_same_seed_are_identical_on_cpu(uninterrupted, data_di
     proc = run_cli(*RUN, f"--data_path={data_dir}", f"--checkpoint_dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert final_test_result(proc.stdout + proc.stderr) == uninterrupted[0]
-    best_a, last_a = _final_states(uninterrupted[1])
-    best_b, last_b = _final_states(tmp_path)
-    assert _same_weights(best_a["state_dict"], best_b["state_dict"])
-    assert _same_weights(last_a["state_dict"], last_b["state_dict"])
-    assert last_a["grad_norms"] == last_b["grad_norms"]
+    run_a, run_b = _final_states(uninterrupted[1]), _final_states(tmp_path)
+    same = all(_same_weights(a["state_dict"], b["state_dict"]) for a, b in zip(run_a, run_b))
+    assert same, _differences(run_a, run_b)
+    assert run_a[1]["grad_norms"] == run_b[1]["grad_norms"]
 
 
 # ----- 2. data files -----------------------------------------------------------------------
