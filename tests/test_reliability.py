@@ -446,6 +446,18 @@ def test_two_runs_with_the_same_seed_are_identical_on_cpu(uninterrupted, data_di
     assert run_a[1]["grad_norms"] == run_b[1]["grad_norms"]
 
 
+
+@pytest.mark.parametrize("reproducibility", [True, False])
+def test_reproducibility_fixes_the_thread_count_mkl_uses(reproducibility, monkeypatch):
+    """torch turns MKL's per-call choice of threads off only in ``set_num_threads``."""
+    from recbole_attn import quick_start
+
+    calls = []
+    monkeypatch.setattr(quick_start.torch, "set_num_threads", calls.append)
+    quick_start._seed({"reproducibility": reproducibility}, 7)
+    assert calls == ([torch.get_num_threads()] if reproducibility else [])
+    assert torch.initial_seed() == 7
+
 # ----- 2. data files -----------------------------------------------------------------------
 def _users(n_users, per_user):
     return "".join(f"{u}\t{(u * 7 + t * 3) % 11 + 1}\t{t}\n" for u in range(1, n_users + 1) for t in range(per_user))
