@@ -360,6 +360,11 @@ def _same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _same_models(run_a, run_b):
+    """Both runs' best and last checkpoints hold the same weights, bit for bit."""
+    return all(_same_weights(a["state_dict"], b["state_dict"]) for a, b in zip(run_a, run_b))
+
+
 def _differences(run_a, run_b):
     """What differs between two runs' ``(best, last)`` checkpoints, for the failure message."""
     lines = []
@@ -413,8 +418,7 @@ def test_interrupted_run_resumes_to_the_same_final_metrics(sig, uninterrupted, d
     run_a, run_b = _final_states(uninterrupted[1]), _final_states(tmp_path)
     assert all(a["epoch"] == b["epoch"] for a, b in zip(run_a, run_b)), _differences(run_a, run_b)
     assert run_a[0]["best_valid_score"] == run_b[0]["best_valid_score"], _differences(run_a, run_b)
-    same = all(_same_weights(a["state_dict"], b["state_dict"]) for a, b in zip(run_a, run_b))
-    assert same, _differences(run_a, run_b)
+    assert _same_models(run_a, run_b), _differences(run_a, run_b)
 
 
 def test_resuming_a_finished_run_keeps_its_best_model(main, data_dir, tmp_path):
@@ -441,10 +445,8 @@ def test_two_runs_with_the_same_seed_are_identical_on_cpu(uninterrupted, data_di
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert final_test_result(proc.stdout + proc.stderr) == uninterrupted[0]
     run_a, run_b = _final_states(uninterrupted[1]), _final_states(tmp_path)
-    same = all(_same_weights(a["state_dict"], b["state_dict"]) for a, b in zip(run_a, run_b))
-    assert same, _differences(run_a, run_b)
+    assert _same_models(run_a, run_b), _differences(run_a, run_b)
     assert run_a[1]["grad_norms"] == run_b[1]["grad_norms"]
-
 
 
 @pytest.mark.parametrize("reproducibility", [True, False])
@@ -457,6 +459,7 @@ def test_reproducibility_fixes_the_thread_count_mkl_uses(reproducibility, monkey
     quick_start._seed({"reproducibility": reproducibility}, 7)
     assert calls == ([torch.get_num_threads()] if reproducibility else [])
     assert torch.initial_seed() == 7
+
 
 # ----- 2. data files -----------------------------------------------------------------------
 def _users(n_users, per_user):
