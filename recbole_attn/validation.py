@@ -40,12 +40,13 @@ READ_BY = {
     "pre_norm": SASREC_FAMILY,
     # the official SASRec block has keys and values; token mixing has neither
     "official_block": tuple(m for m in SASREC_FAMILY if m != "TokenMixRec"),
+    "single_ffn": SASREC_FAMILY,
     "weight_init": SASREC_FAMILY,
     "embedding_scale": SASREC_FAMILY,
 }
 INERT = {"refine_mode": "none", "attn_pattern": "learned", "pre_norm": False, "official_block": False,
-         "weight_init": "normal", "embedding_scale": False}
-BOOLEANS = ("pre_norm", "official_block", "embedding_scale")
+         "single_ffn": False, "weight_init": "normal", "embedding_scale": False}
+BOOLEANS = ("pre_norm", "official_block", "single_ffn", "embedding_scale")
 
 
 def validate_model_config(cfg, explicit=()):

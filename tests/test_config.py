@@ -82,6 +82,10 @@ def test_keys_ignored_by_the_model_are_refused(tiny_data):
         make("FPARec", data_path=tiny_data, pre_norm=True, official_block=True)
     with pytest.raises(ConfigError, match="official_block.*True \\| False"):
         make("FPARec", data_path=tiny_data, official_block="yes")
+    with pytest.raises(ConfigError, match="single_ffn.*model \\[STOSA\\]"):
+        make("STOSA", data_path=tiny_data, single_ffn=True)
+    with pytest.raises(ConfigError, match="single_ffn.*True \\| False"):
+        make("FPARec", data_path=tiny_data, single_ffn=1)
 
 
 def test_properties_are_found_in_an_installed_package(tmp_path, monkeypatch):

@@ -33,6 +33,8 @@ VARIANTS = [
     ("FPARec", {"official_block": True, "weight_init": "glorot", "embedding_scale": True}),
     ("LinearAttnRec", {"official_block": True}),
     ("AWRSR-SASRec", {"refine_mode": "value", "official_block": True}),
+    ("FPARec", {"official_block": True, "single_ffn": True}),
+    ("SASRecAttn", {"single_ffn": True}),
 ]
 IDS = [name + "".join(f"-{k}" if v is True else f"-{v}" for k, v in o.items()) for name, o in VARIANTS]
 N = 8  # MAX_ITEM_LIST_LENGTH of the tiny config
@@ -204,6 +206,32 @@ def test_official_block_is_the_tensorflow_sasrec_block(tiny_data, saved_dir):
         positions = torch.arange(N)
         emb = official.item_embedding(seq) + official.position_embedding(positions)
         assert torch.allclose(official.embed(seq, positions), emb, atol=1e-6)
+
+
+def test_single_ffn_is_the_fparec_code_stack(tiny_data, saved_dir):
+    """FPARec's model.py: each block's attention sublayer in turn (queries normalised, added to the
+    normalised queries), then one feed-forward network on the normalised stream, added to it."""
+    model, _ = eval_model("FPARec", {"official_block": True, "single_ffn": True, "n_layers": 3},
+                          tiny_data, saved_dir)
+    blocks = model.trm_encoder.layer
+    assert [block.feed_forward is None for block in blocks] == [True, True, False]
+    per_block, _ = eval_model("FPARec", {"official_block": True, "n_layers": 3}, tiny_data, saved_dir)
+    ffn = blocks[-1].feed_forward
+    assert sum(p.numel() for p in per_block.parameters()) - sum(p.numel() for p in model.parameters()) == \
+        2 * sum(p.numel() for p in ffn.parameters())
+    g = torch.Generator().manual_seed(5)
+    x = 3.0 * torch.randn(2, N, model.hidden_size, generator=g) + 1.0
+    mask = torch.ones(2, 1, N, N, dtype=torch.bool).tril()
+    positions = torch.arange(N)
+    with torch.no_grad():
+        hidden = x
+        for block in blocks:
+            attn = block.multi_head_attention
+            query = attn.LayerNorm(hidden)
+            hidden = query + attn.mix(query, mask, positions, keys=hidden)
+        h = ffn.LayerNorm(hidden)
+        expected = h + ffn.dense_2(ffn.intermediate_act_fn(ffn.dense_1(h)))
+        assert torch.allclose(model.trm_encoder(x, mask, positions), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)

@@ -16,6 +16,10 @@ RecBole's ``FeedForward`` per block, in one of three layouts:
 
 The LayerNorms are the same modules in the same places in every layout (``official`` also drops
 the attention's output projection), so ``post`` and ``pre`` load each other's weights.
+
+``single_ffn`` keeps the feed-forward sublayer of the last block only, in any layout. With
+``official`` this is the stack of the official FPARec code (``model.py``: the attention loop, then
+one feed-forward network after it), where the paper and SASRec's code have one per block.
 """
 
 import copy
@@ -42,13 +46,18 @@ class TransformerBlock(nn.Module):
     def forward(self, hidden, mask, positions):
         attention, ffn = self.multi_head_attention, self.feed_forward
         if self.layout == "post":
-            return ffn(attention(hidden, mask, positions))
+            hidden = attention(hidden, mask, positions)
+            return hidden if ffn is None else ffn(hidden)
         if self.layout == "pre":
             hidden = hidden + attention.mix(attention.LayerNorm(hidden), mask, positions)
+            if ffn is None:
+                return hidden
             update = ffn.dense_2(ffn.intermediate_act_fn(ffn.dense_1(ffn.LayerNorm(hidden))))
             return hidden + ffn.dropout(update)
         query = attention.LayerNorm(hidden)
         hidden = query + attention.mix(query, mask, positions, keys=hidden)
+        if ffn is None:
+            return hidden
         normed = ffn.LayerNorm(hidden)
         update = ffn.dense_2(ffn.dropout(ffn.intermediate_act_fn(ffn.dense_1(normed))))
         return normed + ffn.dropout(update)
@@ -57,15 +66,19 @@ class TransformerBlock(nn.Module):
 class TransformerStack(nn.Module):
     """``n_layers`` deep copies of one block, as RecBole's ``TransformerEncoder`` builds them
     (so a seed gives RecBole's random stream). Parameters outside RecBole's Linear/Embedding
-    initialisation (positional matrices, refinement matrices) are drawn anew for every copy."""
+    initialisation (positional matrices, refinement matrices) are drawn anew for every copy.
+    ``single_ffn``: every block but the last loses its feed-forward sublayer."""
 
-    def __init__(self, block, n_layers):
+    def __init__(self, block, n_layers, single_ffn=False):
         super().__init__()
         self.layer = nn.ModuleList([copy.deepcopy(block) for _ in range(n_layers)])
         for layer in self.layer[1:]:
             for module in layer.modules():
                 if hasattr(module, "reset_parameters") and not isinstance(module, (nn.Linear, nn.LayerNorm)):
                     module.reset_parameters()
+        if single_ffn:
+            for layer in self.layer[:-1]:
+                layer.feed_forward = None
 
     def forward(self, hidden, mask, positions):
         for layer in self.layer:

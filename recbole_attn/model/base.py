@@ -7,7 +7,8 @@ initialisation and random stream) with two hooks:
   PARec, FPARec, the linear-attention and token-mixing baselines and AWRSR change);
 * ``pre_norm`` / ``official_block``: RecBole's post-LN blocks (both False), standard pre-LN
   blocks (``pre_norm``) or the block of the official TensorFlow SASRec and FPARec code
-  (``official_block``), see :mod:`recbole_attn.layers.encoder`;
+  (``official_block``), see :mod:`recbole_attn.layers.encoder`; ``single_ffn`` keeps the
+  feed-forward network of the last block only (with ``official_block``: FPARec's code);
 * ``pad_side``: ``right`` keeps RecBole's layout (oldest item in slot 0); ``left`` puts the
   newest item in slot ``n-1`` as the official PARec/FPARec/STOSA code does, which matters for
   parameters indexed by absolute position;
@@ -69,6 +70,7 @@ class AttentionSequentialRecommender(SequentialRecommender):
         self.train_mode = config["train_mode"] or "augment"
         self.pre_norm = bool(config["pre_norm"])
         self.official_block = bool(config["official_block"])
+        self.single_ffn = bool(config["single_ffn"])
         # both layouts other than RecBole's normalise at the start of each sublayer and once at the end
         self.norm_last = self.pre_norm or self.official_block
         self.weight_init = config["weight_init"] or "normal"
@@ -80,7 +82,7 @@ class AttentionSequentialRecommender(SequentialRecommender):
         block = TransformerBlock(self.build_attention(), self.hidden_size, self.inner_size,
                                  self.hidden_dropout_prob, self.hidden_act, self.layer_norm_eps,
                                  layout="official" if self.official_block else "pre" if self.pre_norm else "post")
-        self.trm_encoder = TransformerStack(block, self.n_layers)
+        self.trm_encoder = TransformerStack(block, self.n_layers, single_ffn=self.single_ffn)
         # post-LN: normalises the embeddings; the other layouts: the output of the last block
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
