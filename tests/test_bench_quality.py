@@ -211,6 +211,51 @@ def test_fparec_is_tested_against_the_rows_its_paper_claims_it_beats(tmp_path):
     assert "| FPARec | +Average | HR@10 | 1 |" in text
 
 
+def test_tuned_rows_take_the_settings_chosen_on_validation_and_reuse_equal_runs():
+    rows = quality.select_rows("ml-1m", tables=["fparec-t3"], models=["SASRecAttn", "PARec", "FPARec",
+                                                                       "SASRec (RecBole)"])
+    tuned, used = quality.apply_tuned(rows, "ml-1m")
+    assert set(used) == {"SASRecAttn", "PARec", "FPARec"}  # RecBole's SASRec has no such file
+    planned = {p.row.label: p for p in quality.plan_rows(tuned, "ml-1m", 200, {})}
+    for row in tuned:
+        path = quality.tuned_settings_file(row.model, "ml-1m")
+        chosen = quality._load_settings(path) if path is not None and path.is_file() else {}
+        for key, value in chosen.items():
+            assert planned[row.label].config[key] == value
+            assert f"{key}={value}" in row.spec  # shown in the Our model column
+    assert planned["SASRec (RecBole)"].row == rows[-1]
+    # the same settings reached another way are the same runs: FPARec at its chosen n is §4.7's FPARec
+    # when that n is the paper file's, and PARec is PARec with the length given by --set
+    n_fpa = planned["FPARec"].config["MAX_ITEM_LIST_LENGTH"]
+    s47 = quality.plan_rows(quality.select_rows("ml-1m", tables=["fparec-s4.7"], models=["FPARec"]), "ml-1m", 200, {})
+    assert (planned["FPARec"].signature == s47[0].signature) == (n_fpa == s47[0].config["MAX_ITEM_LIST_LENGTH"])
+    n_pa = planned["PARec"].config["MAX_ITEM_LIST_LENGTH"]
+    by_set = quality.plan_rows(quality.select_rows("ml-1m", tables=["fparec-t3"], models=["PARec"]), "ml-1m", 200,
+                               {"MAX_ITEM_LIST_LENGTH": n_pa})
+    assert by_set[0].signature == planned["PARec"].signature
+    # --set still has the last word
+    over = quality.plan_rows(tuned[:1], "ml-1m", 200, {"MAX_ITEM_LIST_LENGTH": 7})[0]
+    assert over.config["MAX_ITEM_LIST_LENGTH"] == 7
+
+
+def test_tuned_command_prints_the_chosen_settings_and_refuses_other_tables(tmp_path, capsys):
+    args = ["quality", "--dataset", "beauty", "--tuned", "--results", str(tmp_path / "r.json"), "--dry-run"]
+    assert bench_main(args) == 0
+    out = capsys.readouterr().out
+    body = [dict(zip(quality.TABLE_HEADER, _cells(line))) for line in _table_lines(out)[2:]]
+    assert {b["Table"] for b in body} == {"FPARec Table 3"} and len(body) == 5 * 2
+    for b in body:
+        model = b["Our model"].split("[")[0]
+        chosen = quality._load_settings(quality.tuned_settings_file(model, "beauty"))
+        assert all(f"{k}={v}" in b["Our model"] for k, v in chosen.items()) and b["Ours"] == "pending"
+    assert "--tuned: each row over the settings chosen on validation" in out and "fparec-beauty.yaml" in out
+    assert bench_main(args + ["--tables", "fparec-t4"]) == 2
+    assert "--tuned applies to FPARec Table 3 only" in capsys.readouterr().err
+    data = write_tiny_dataset(tmp_path / "data")
+    assert bench_main(_tiny_args(data, tmp_path / "r.json", "--tuned", "--dry-run")) == 2
+    assert "no settings chosen on validation for tiny" in capsys.readouterr().err
+
+
 # ----- command -----------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ the papers' tables.
     python -m recbole_attn.bench quality --dataset beauty --models FPARec,PARec --seeds 1
     python -m recbole_attn.bench quality --dataset ml-1m --dry-run  # the plan and the table so far
     python -m recbole_attn.bench quality --dataset ml-1m --jobs 16  # 16 single-threaded copies side by side
+    python -m recbole_attn.bench quality --dataset ml-1m --tuned    # Table 3 with the settings of properties/tuned/
 
 Rows are ``(paper table, row label, our model, config overrides)`` (:data:`ROWS`); the paper values
 are in :mod:`recbole_attn.bench.anchors`. The settings a family of rows shares are in
@@ -31,6 +32,11 @@ same settings (e.g. FPARec in Tables 3 and 4) share their runs. The table is pri
 whatever has finished. Under it, each AWRSR refinement is compared with its own base model, and
 FPARec with the rows its paper claims it beats (SASRec and PARec in Table 3, the fixed patterns
 in Table 4, PARec at n = 200 in §4.7), by the paired t-test over the seeds both finished.
+
+``--tuned`` puts each of Table 3's rows on the settings chosen for its model on validation
+(``properties/tuned/<model>-<dataset>.yaml``, over the row's own, under ``--set``): the same
+table and claims with every model at its own best setting. Runs whose settings equal runs already
+finished (e.g. the paper's length where the choice kept it) are those runs.
 """
 
 import argparse
@@ -49,7 +55,7 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -185,12 +191,47 @@ def paper_settings_file(family, dataset):
     return properties_dir() / "paper" / f"{family}-{dataset}.yaml"
 
 
+def _load_settings(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_YamlLoader) or {}
+
+
 def load_paper_settings(family, dataset):
     path = paper_settings_file(family, dataset)
     if not path.is_file():
         raise ConfigError(f"paper settings file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=_YamlLoader) or {}
+    return _load_settings(path)
+
+
+# our model -> the stem of its settings chosen on validation, properties/tuned/<stem>-<dataset>.yaml
+TUNED_STEMS = {"SASRecAttn": "sasrec", "LinearAttnRec": "linearattn", "TokenMixRec": "tokenmix",
+               "PARec": "parec", "FPARec": "fparec"}
+TUNED_TABLE = "fparec-t3"  # the rows those settings were chosen for
+
+
+def tuned_settings_file(model, dataset):
+    from recbole_attn.config import properties_dir
+
+    stem = TUNED_STEMS.get(model)
+    return None if stem is None else properties_dir() / "tuned" / f"{stem}-{dataset}.yaml"
+
+
+def apply_tuned(rows, dataset):
+    """``--tuned``: each row with the settings chosen on validation for ``dataset`` over its own
+    overrides (so they show in the Our model column). Returns the rows and ``{model: file name}``
+    of the files used; a row without such a file stays as the paper has it."""
+    out, used = [], {}
+    for row in rows:
+        path = tuned_settings_file(row.model, dataset)
+        if path is None or not path.is_file():
+            out.append(row)
+            continue
+        used[row.model] = path.name
+        out.append(replace(row, overrides={**row.overrides, **_load_settings(path)}))
+    if not used:
+        raise ConfigError(f"--tuned: no settings chosen on validation for {dataset} "
+                          f"(properties/tuned/<model>-{dataset}.yaml)")
+    return out, used
 
 
 def parse_set(items):
@@ -618,7 +659,7 @@ def init_label(config):
     return init + (", sqrt(d) item-embedding scale" if config.get("embedding_scale") else "")
 
 
-def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_path, user_set=None):
+def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_path, user_set=None, tuned=None):
     title = f"## Quality on {dataset}"
     if anchor_dataset != dataset:
         title += f" (beside the papers' {anchor_dataset} values)"
@@ -643,6 +684,11 @@ def render(planned, records, seeds, dataset, anchor_dataset, epochs, results_pat
         f"Settings: properties/paper/{{{', '.join(files)}}} plus each row's overrides (Our model column); "
         f"full ranking against all items, leave-one-out; epoch cap {epochs}.",
     ]
+    if tuned:
+        plain = sorted({p.row.spec for p in planned if p.row.model not in tuned})
+        notes.append("--tuned: each row over the settings chosen on validation for its model (Our model column): "
+                     f"properties/tuned/{{{', '.join(sorted(set(tuned.values())))}}}"
+                     + (f"; none for {', '.join(plain)}, which runs as the paper's row" if plain else "") + ".")
     if user_set:
         notes.append("--set for every run (over the Our model column): "
                      + ", ".join(f"{k}={v}" for k, v in user_set.items()) + ".")
@@ -750,6 +796,9 @@ def build_parser():
                    help=f"epoch cap of every run, with early stopping (default {DEFAULT_EPOCHS})")
     p.add_argument("--set", dest="set_", action="append", default=None, metavar="KEY=VALUE",
                    help="config override for every run, e.g. --set MAX_ITEM_LIST_LENGTH=10 (repeatable)")
+    p.add_argument("--tuned", action="store_true",
+                   help=f"FPARec Table 3 with each row's settings chosen on validation "
+                        f"(properties/tuned/<model>-<dataset>.yaml) over the paper's")
     p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
                    help="folder holding <dataset>/<dataset>.inter (default: dataset_atomic/)")
     p.add_argument("--raw", default=str(RAW_DIR), help="raw data folder for beauty / ml-1m (default: %(default)s)")
@@ -800,6 +849,11 @@ def _main(args):
     unknown = [t for t in tables if t not in anchors.TABLES]
     if unknown:
         raise ConfigError(f"unknown table {unknown[0]!r}; choose from: {', '.join(anchors.TABLES)}")
+    if args.tuned:
+        if any(t != TUNED_TABLE for t in tables):
+            raise ConfigError(f"--tuned applies to {anchors.TABLES[TUNED_TABLE][1]} only (--tables {TUNED_TABLE}): "
+                              "the settings in properties/tuned/ were chosen for its rows")
+        tables = [TUNED_TABLE]
     user_set = parse_set(args.set_)
     seeds = [FIRST_SEED + i for i in range(args.seeds)]
     data_path = Path(args.data_path) if args.data_path else Path(default_data_path())
@@ -814,6 +868,9 @@ def _main(args):
     rows = select_rows(anchor_dataset, _split(args.models), tables)
     if not rows:
         raise ConfigError(f"no rows match --models/--tables for the {anchor_dataset} paper values")
+    tuned = None
+    if args.tuned:
+        rows, tuned = apply_tuned(rows, dataset)
     planned = plan_rows(rows, dataset, args.epochs, user_set)
     runs = plan_runs(planned, seeds)
     records = load_results(results_path)
@@ -839,7 +896,7 @@ def _main(args):
             return 130 if interrupted else (1 if failed else 0)
         records = load_results(results_path)
 
-    text = render(planned, records, seeds, dataset, anchor_dataset, args.epochs, results_path, user_set)
+    text = render(planned, records, seeds, dataset, anchor_dataset, args.epochs, results_path, user_set, tuned)
     print(text)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
