@@ -797,8 +797,8 @@ def build_parser():
     p.add_argument("--set", dest="set_", action="append", default=None, metavar="KEY=VALUE",
                    help="config override for every run, e.g. --set MAX_ITEM_LIST_LENGTH=10 (repeatable)")
     p.add_argument("--tuned", action="store_true",
-                   help=f"FPARec Table 3 with each row's settings chosen on validation "
-                        f"(properties/tuned/<model>-<dataset>.yaml) over the paper's")
+                   help="FPARec Table 3 with each row's settings chosen on validation "
+                        "(properties/tuned/<model>-<dataset>.yaml) over the paper's")
     p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
                    help="folder holding <dataset>/<dataset>.inter (default: dataset_atomic/)")
     p.add_argument("--raw", default=str(RAW_DIR), help="raw data folder for beauty / ml-1m (default: %(default)s)")
