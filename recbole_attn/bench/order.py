@@ -26,7 +26,7 @@ How users and items are matched, without any shared id:
    ours of its length, keeping the start under which the next users fit best.
 2. Item candidates: a their item can be only one of our items that sits within ``--window``
    positions of it in every matched user holding it, and that lies in exactly those users. An item
-   left with one candidate is identified; its candidates are removed from the others.
+   left with one candidate is identified, and that item is removed from the candidates of the others.
 
 A user's test item is then *the same* when their last item has our last item as its only
 candidate, *another one* when our last item is not among its candidates, and *undetermined*
@@ -229,8 +229,9 @@ def build_parser():
     p.add_argument("--theirs", required=True, help="their sequence file, or a prefix of it")
     p.add_argument("--min-item-count", type=int, default=1,
                    help="drop our items with fewer interactions first (the papers' ML-1M: 5)")
-    p.add_argument("--window", type=int, default=20,
-                   help="how far (positions) an item may move between the two orders")
+    p.add_argument("--window", type=int, default=60,
+                   help="how far (positions) an item may move between the two orders; an item with no "
+                        "candidate in the output means it moved further, or the files differ (default 60)")
     p.add_argument("--show", type=int, default=0, help="list the first N matched users")
     return p
 
