@@ -66,12 +66,18 @@ def read_sequences(path):
     return seqs
 
 
-def drop_rare_items(seqs, min_count):
-    """Drop items with fewer than ``min_count`` interactions (one pass), and emptied users."""
+def item_counts(seqs):
+    """``{item: number of interactions}``."""
     counts = defaultdict(int)
     for seq in seqs.values():
         for item in seq:
             counts[item] += 1
+    return counts
+
+
+def drop_rare_items(seqs, min_count):
+    """Drop items with fewer than ``min_count`` interactions (one pass), and emptied users."""
+    counts = item_counts(seqs)
     kept = {user: [i for i in seq if counts[i] >= min_count] for user, seq in seqs.items()}
     return {user: seq for user, seq in kept.items() if seq}
 
@@ -134,7 +140,7 @@ def match_users(ours, theirs):
 
 
 def item_candidates(ours, theirs, users, window):
-    """For each of their items, the set of our items it can be (step 3 of the module's doc)."""
+    """For each of their items, the set of our items it can be (step 2 of the module's doc)."""
     holders = defaultdict(set)  # their item -> their users (matched) holding it
     our_holders = defaultdict(set)  # our item -> the same users, found through ours
     for t, u in users.items():
@@ -142,12 +148,13 @@ def item_candidates(ours, theirs, users, window):
             holders[i].add(t)
         for x in ours[u]:
             our_holders[x].add(t)
+    # first position of each item in each matched user (a list's index() per item is quadratic)
+    position = {t: {i: p for p, i in reversed(list(enumerate(theirs[t])))} for t in users}
     candidates = {}
     for i, ts in holders.items():
         cand = None
         for t in ts:
-            seq, our_seq = theirs[t], ours[users[t]]
-            p = seq.index(i)
+            our_seq, p = ours[users[t]], position[t][i]
             near = set(our_seq[max(0, p - window):p + window + 1])
             cand = near if cand is None else cand & near
         candidates[i] = {x for x in cand if our_holders[x] == ts}
@@ -169,13 +176,11 @@ def _verdict(candidates, our_item):
 
 
 def compare(ours, theirs, window):
-    """Counts of the comparison and the per-user rows ``(their user, our user, test, valid)``."""
+    """Counts of the comparison and the per-user rows ``(their user, our user, test verdict,
+    validation verdict, whether any item of the user is in another place)``."""
     users = match_users(ours, theirs)
     candidates = item_candidates(ours, theirs, users, window)
-    popularity = defaultdict(int)
-    for seq in ours.values():
-        for item in seq:
-            popularity[item] += 1
+    popularity = item_counts(ours)
     rows, more_popular = [], []
     for t, u in users.items():
         seq, our_seq = theirs[t], ours[u]
@@ -243,6 +248,8 @@ def main(argv=None):
             raise DataError("--min-item-count and --window must be >= 1, --show >= 0")
         ours = drop_rare_items(read_sequences(args.ours), args.min_item_count)
         theirs = {t: seq for t, seq in read_sequences(args.theirs).items() if len(seq) >= 2}
+        if not theirs:
+            raise DataError(f"{args.theirs}: no user with the two items that leave-one-out holds out")
         counts, rows = compare(ours, theirs, args.window)
     except RecboleAttnError as e:
         print(f"error: {e}", file=sys.stderr)
