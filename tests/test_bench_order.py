@@ -95,5 +95,5 @@ def test_rare_items_are_dropped_once_and_bad_input_is_one_line(tmp_path, capsys)
     assert "cannot read" in capsys.readouterr().err
     short = tmp_path / "short.txt"
     short.write_text("1 5\n2 6\n")  # no user has a validation and a test item
-    assert bench_main(["order", "--ours", str(bad), "--theirs", str(short)]) == 2
+    assert bench_main(["order", "--ours", str(short), "--theirs", str(short)]) == 2
     assert "no user with the two items" in capsys.readouterr().err
