@@ -41,12 +41,14 @@ READ_BY = {
     # the official SASRec block has keys and values; token mixing has neither
     "official_block": tuple(m for m in SASREC_FAMILY if m != "TokenMixRec"),
     "single_ffn": SASREC_FAMILY,
+    # the official code's masks, for the attention types of its code (softmax over scores)
+    "official_masks": ("SASRecAttn", "PARec", "FPARec"),
     "weight_init": SASREC_FAMILY,
     "embedding_scale": SASREC_FAMILY,
 }
 INERT = {"refine_mode": "none", "attn_pattern": "learned", "pre_norm": False, "official_block": False,
-         "single_ffn": False, "weight_init": "normal", "embedding_scale": False}
-BOOLEANS = ("pre_norm", "official_block", "single_ffn", "embedding_scale")
+         "single_ffn": False, "official_masks": False, "weight_init": "normal", "embedding_scale": False}
+BOOLEANS = ("pre_norm", "official_block", "single_ffn", "official_masks", "embedding_scale")
 
 
 def validate_model_config(cfg, explicit=()):
@@ -61,6 +63,11 @@ def validate_model_config(cfg, explicit=()):
             )
     if cfg.get("pre_norm") is True and cfg.get("official_block") is True:
         raise ConfigError("[pre_norm] and [official_block] are two different block layouts; set one of them")
+    if cfg.get("official_masks") is True and (cfg.get("official_block") is not True or cfg.get("pad_side") != "left"):
+        raise ConfigError(
+            "[official_masks] are the masks of the official code's block and layout: they need official_block: True "
+            f"and pad_side: left (got official_block={cfg.get('official_block')!r}, pad_side={cfg.get('pad_side')!r})"
+        )
     for key, choices in CHOICES.items():
         if key == "refine_mode":
             choices = REFINE_MODES_BY_MODEL.get(cfg.get("model"), choices)

@@ -10,24 +10,52 @@ refined weights ``B``.
 Every sublayer's ``forward`` is RecBole's post-LN ``LayerNorm(mix(x) + x)``; ``mix`` (the
 update alone) lets :mod:`recbole_attn.layers.encoder` build its other layouts.
 
-Masks are boolean ``[B, 1, L, L]`` (True = query i may attend to key j). ``positions`` are the
+Masks are boolean ``[B, 1, L, L]`` (True = query i may attend to key j), or the official code's
+:class:`ContentMask` (``official_masks``). ``positions`` are the
 absolute slots ``[L]`` of the batch columns in the ``MAX_ITEM_LIST_LENGTH`` layout, so that
 parameters indexed by position (PARec's R, AWRSR's W) work for every batch width.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
+class ContentMask(NamedTuple):
+    """The masks of the official TensorFlow SASRec and FPARec code (``modules.py``,
+    ``apply_attention``), built per block from the states themselves (``official_masks``):
+
+    * ``keys`` ``[B, 1, L, L]``: ``j <= i`` and key row j is not all zeros;
+    * ``queries`` ``[B, 1, L, 1]``: query row i is not all zeros.
+
+    Masked scores are *replaced* by one constant, so a row with no key left spreads its weight
+    evenly over all ``L`` slots, future ones included; only query rows of zeros are zeroed."""
+    keys: torch.Tensor
+    queries: torch.Tensor
+
+
+def content_mask(keys, queries):
+    """:class:`ContentMask` of one block: ``keys`` and ``queries`` are ``[B, L, H]`` states."""
+    width = keys.size(1)
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=keys.device))
+    nonzero_keys = keys.abs().sum(-1) != 0
+    nonzero_queries = queries.abs().sum(-1) != 0
+    return ContentMask(nonzero_keys[:, None, None, :] & causal, nonzero_queries[:, None, :, None])
+
+
 def masked_softmax(scores, mask):
     """Softmax over the last axis restricted to ``mask``; fully masked rows give all zeros.
 
     Masked entries get the dtype's lowest value (not an additive -10000), which stays exact
-    for large scores (STOSA distances) and under float16.
+    for large scores (STOSA distances) and under float16. With a :class:`ContentMask`, the
+    official code's semantics: a fully masked row is uniform, zero query rows get no weight.
     """
+    if isinstance(mask, ContentMask):
+        scores = scores.masked_fill(~mask.keys, torch.finfo(scores.dtype).min)
+        return torch.softmax(scores, dim=-1) * mask.queries
     scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=-1) * mask
 

@@ -20,6 +20,13 @@ the attention's output projection), so ``post`` and ``pre`` load each other's we
 ``single_ffn`` keeps the feed-forward sublayer of the last block only, in any layout. With
 ``official`` this is the stack of the official FPARec code (``model.py``: the attention loop, then
 one feed-forward network after it), where the paper and SASRec's code have one per block.
+
+``official_masks`` (``official`` layout only) replaces the exact item mask by the official code's
+masks, built in each block from the states (:class:`recbole_attn.layers.attention.ContentMask`):
+a key is hidden only while its row is all zeros. The embeddings of padding slots are zeros, so in
+the first block padding is hidden; its queries ``LN(0)`` are the LayerNorm's bias, which training
+moves off zero, so each padding slot then takes the even average of all slots' values, future
+items included, and from the second block on the item slots after it can read that average.
 """
 
 import copy
@@ -27,16 +34,21 @@ import copy
 import torch.nn as nn
 from recbole.model.layers import FeedForward
 
+from recbole_attn.layers.attention import content_mask
+
 
 LAYOUTS = ("post", "pre", "official")
 
 
 class TransformerBlock(nn.Module):
     def __init__(self, attention, hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps,
-                 layout="post"):
+                 layout="post", official_masks=False):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown block layout [{layout}]; one of {LAYOUTS}")
+        if official_masks and layout != "official":
+            raise ValueError("official_masks needs the official block layout")
+        self.official_masks = official_masks
         self.multi_head_attention = attention
         self.feed_forward = FeedForward(hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps)
         self.layout = layout
@@ -55,6 +67,8 @@ class TransformerBlock(nn.Module):
             update = ffn.dense_2(ffn.intermediate_act_fn(ffn.dense_1(ffn.LayerNorm(hidden))))
             return hidden + ffn.dropout(update)
         query = attention.LayerNorm(hidden)
+        if self.official_masks:
+            mask = content_mask(keys=hidden, queries=query)
         hidden = query + attention.mix(query, mask, positions, keys=hidden)
         if ffn is None:
             return hidden

@@ -9,6 +9,8 @@ initialisation and random stream) with two hooks:
   blocks (``pre_norm``) or the block of the official TensorFlow SASRec and FPARec code
   (``official_block``), see :mod:`recbole_attn.layers.encoder`; ``single_ffn`` keeps the
   feed-forward network of the last block only (with ``official_block``: FPARec's code);
+  ``official_masks`` (with ``official_block``, left padding) the official code's masks, through
+  which padding slots carry future items from the second block on (``encoder`` module);
 * ``pad_side``: ``right`` keeps RecBole's layout (oldest item in slot 0); ``left`` puts the
   newest item in slot ``n-1`` as the official PARec/FPARec/STOSA code does, which matters for
   parameters indexed by absolute position;
@@ -71,6 +73,7 @@ class AttentionSequentialRecommender(SequentialRecommender):
         self.pre_norm = bool(config["pre_norm"])
         self.official_block = bool(config["official_block"])
         self.single_ffn = bool(config["single_ffn"])
+        self.official_masks = bool(config["official_masks"])
         # both layouts other than RecBole's normalise at the start of each sublayer and once at the end
         self.norm_last = self.pre_norm or self.official_block
         self.weight_init = config["weight_init"] or "normal"
@@ -81,7 +84,8 @@ class AttentionSequentialRecommender(SequentialRecommender):
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         block = TransformerBlock(self.build_attention(), self.hidden_size, self.inner_size,
                                  self.hidden_dropout_prob, self.hidden_act, self.layer_norm_eps,
-                                 layout="official" if self.official_block else "pre" if self.pre_norm else "post")
+                                 layout="official" if self.official_block else "pre" if self.pre_norm else "post",
+                                 official_masks=self.official_masks)
         self.trm_encoder = TransformerStack(block, self.n_layers, single_ffn=self.single_ffn)
         # post-LN: normalises the embeddings; the other layouts: the output of the last block
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
@@ -124,19 +128,23 @@ class AttentionSequentialRecommender(SequentialRecommender):
         if self.embedding_scale:
             item_emb = item_emb * self.hidden_size ** 0.5
         input_emb = item_emb + self.position_embedding(positions).unsqueeze(0)
+        if self.official_masks:  # the official code zeroes padding slots: its masks find them by their zeros
+            return self.dropout(input_emb) * (item_seq != 0).unsqueeze(-1)
         if self.norm_last:
             return self.dropout(input_emb)
         return self.dropout(self.LayerNorm(input_emb))
 
     def encode(self, item_seq, item_seq_len):
-        """Hidden states of every position, ``[B, W, H]``, in RecBole's right-padded layout."""
-        seq, positions = align(item_seq, item_seq_len, self.pad_side, self.max_seq_length)
+        """Hidden states of every position, ``[B, W, H]`` (``W`` the longest length), in RecBole's
+        right-padded layout."""
+        seq, positions = align(item_seq, item_seq_len, self.pad_side, self.max_seq_length,
+                               full_width=self.official_masks)
         hidden = self.trm_encoder(self.embed(seq, positions), causal_padding_mask(seq), positions)
         if self.norm_last:
             hidden = self.LayerNorm(hidden)
         if self.pad_side == "left":
             hidden = left_to_right(hidden, item_seq_len)
-        return hidden
+        return hidden[:, :max(int(item_seq_len.max()), 1)]
 
     def forward(self, item_seq, item_seq_len):
         output = self.encode(item_seq, item_seq_len)

@@ -21,7 +21,7 @@ def left_to_right(seq, lengths):
     return _roll_rows(seq, seq.size(1) - lengths)
 
 
-def align(item_seq, item_seq_len, pad_side, max_seq_length):
+def align(item_seq, item_seq_len, pad_side, max_seq_length, full_width=False):
     """Trim all-padding columns and arrange a right-padded batch in a model's layout.
 
     Returns ``(item_seq [B, W], positions [W])``, ``positions`` being the absolute slots of the
@@ -29,8 +29,10 @@ def align(item_seq, item_seq_len, pad_side, max_seq_length):
     ``n-W..n-1`` for ``left`` (newest item in slot ``n-1``, as the official PARec/FPARec/STOSA
     code). Computing on ``W`` columns gives the same values as on ``n``: the extra columns are
     padding that causal, key-masked attention never reads. Slots at or beyond ``item_seq_len``
-    are set to 0 (padding) whatever they hold."""
-    width = max(int(item_seq_len.max()), 1)
+    are set to 0 (padding) whatever they hold. ``full_width``: keep all ``max_seq_length`` columns
+    (for masks that let padding be read, ``official_masks``, the number of padding slots matters)."""
+    width = max_seq_length if full_width else max(int(item_seq_len.max()), 1)
+    item_seq = torch.nn.functional.pad(item_seq, (0, max(width - item_seq.size(1), 0)))
     cols = torch.arange(width, device=item_seq.device).unsqueeze(0)
     # whatever a padding slot holds, it is padding: the mask is built from item ids
     item_seq = item_seq[:, :width] * (cols < item_seq_len.unsqueeze(1))
