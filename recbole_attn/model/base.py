@@ -139,12 +139,16 @@ class AttentionSequentialRecommender(SequentialRecommender):
         right-padded layout."""
         seq, positions = align(item_seq, item_seq_len, self.pad_side, self.max_seq_length,
                                full_width=self.official_masks)
-        hidden = self.trm_encoder(self.embed(seq, positions), causal_padding_mask(seq), positions)
+        # official_masks: each block builds its masks from the states (layers.encoder)
+        mask = None if self.official_masks else causal_padding_mask(seq)
+        hidden = self.trm_encoder(self.embed(seq, positions), mask, positions)
         if self.norm_last:
             hidden = self.LayerNorm(hidden)
         if self.pad_side == "left":
             hidden = left_to_right(hidden, item_seq_len)
-        return hidden[:, :max(int(item_seq_len.max()), 1)]
+        if self.official_masks:  # computed at the full width: back to the batch's longest length
+            hidden = hidden[:, :max(int(item_seq_len.max()), 1)]
+        return hidden
 
     def forward(self, item_seq, item_seq_len):
         output = self.encode(item_seq, item_seq_len)

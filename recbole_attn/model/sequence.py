@@ -32,7 +32,8 @@ def align(item_seq, item_seq_len, pad_side, max_seq_length, full_width=False):
     are set to 0 (padding) whatever they hold. ``full_width``: keep all ``max_seq_length`` columns
     (for masks that let padding be read, ``official_masks``, the number of padding slots matters)."""
     width = max_seq_length if full_width else max(int(item_seq_len.max()), 1)
-    item_seq = torch.nn.functional.pad(item_seq, (0, max(width - item_seq.size(1), 0)))
+    if width > item_seq.size(1):
+        item_seq = torch.nn.functional.pad(item_seq, (0, width - item_seq.size(1)))
     cols = torch.arange(width, device=item_seq.device).unsqueeze(0)
     # whatever a padding slot holds, it is padding: the mask is built from item ids
     item_seq = item_seq[:, :width] * (cols < item_seq_len.unsqueeze(1))
