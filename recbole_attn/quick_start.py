@@ -115,6 +115,7 @@ def run_recbole_attn(model=None, dataset=None, config_file_list=None, config_dic
         "saved_model_file": trainer.saved_model_file if saved else None,
         "grad_norms": list(getattr(trainer, "grad_norms", [])),
         "best_epoch": getattr(trainer, "best_epoch", None),
+        "fit_time_s": getattr(trainer, "fit_time_s", None),
     }
     if not config["single_spec"]:
         dist.destroy_process_group()

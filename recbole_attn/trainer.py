@@ -10,11 +10,13 @@
   state, RNG states), so an interrupted run resumes where it stopped with ``--resume``;
 * ``adam_betas`` for the Adam and AdamW learners;
 * the global gradient norm, averaged per epoch, in the log and in ``grad_norms``;
+* the time spent in ``fit`` summed over every sitting of a resumed run, in ``fit_time_s``;
 * a clear error when the loss becomes NaN/inf, naming the last good checkpoint;
 * DDP over gloo when running distributed on CPU.
 """
 
 import os
+import time
 import uuid
 from logging import getLogger
 
@@ -54,6 +56,10 @@ class CheckpointMixin:
         self._grad_norm_steps = 0
         self._epoch_idx = 0
         self._train_data = None
+        # seconds in fit (training and validation) over all sittings; None once resumed from a
+        # checkpoint that did not record it
+        self.fit_time_s = 0.0
+        self._fit_started = None
         self.optimizer.register_step_pre_hook(self._record_grad_norm)
 
     def _build_optimizer(self, **kwargs):
@@ -107,7 +113,13 @@ class CheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
             "grad_norms": [float(g) for g in self.grad_norms],
             "best_epoch": self.best_epoch,
+            "fit_time_s": self._fit_time_so_far(),
         }
+
+    def _fit_time_so_far(self):
+        if self.fit_time_s is None or self._fit_started is None:
+            return self.fit_time_s
+        return self.fit_time_s + (time.monotonic() - self._fit_started)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -142,8 +154,12 @@ class CheckpointMixin:
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
-        return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
-                           show_progress=show_progress, callback_fn=end_of_epoch)
+        self._fit_started = time.monotonic()
+        try:
+            return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                               show_progress=show_progress, callback_fn=end_of_epoch)
+        finally:
+            self.fit_time_s, self._fit_started = self._fit_time_so_far(), None
 
     # ----- loading ---------------------------------------------------------------------
     def resume_checkpoint(self, resume_file, train_data=None):
@@ -159,6 +175,7 @@ class CheckpointMixin:
         self.best_valid_result = state.get("best_valid_result") or None
         self.grad_norms = list(state.get("grad_norms", []))
         self.best_epoch = state.get("best_epoch")
+        self.fit_time_s = state.get("fit_time_s")
         if state.get("best_model_file"):
             self.saved_model_file = state["best_model_file"]
             self.last_checkpoint_file = str(resume_file)

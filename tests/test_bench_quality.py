@@ -314,6 +314,7 @@ def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypat
                 "test_result", "wall_time_s", "device", "date", "signature"):
         assert key in run
     assert run["epochs_run"] == 1 and run["seed"] == 2020 and run["dataset"] == "tiny"
+    assert run["resumed"] is False and 0 <= run["fit_time_s"] <= run["wall_time_s"]
     # the thread count a CPU result depends on, recorded and printed with the run's line
     assert run["threads"] == torch.get_num_threads()
     assert f"{run['device']}, {run['threads']} thread" in first.out
@@ -342,7 +343,16 @@ def test_quality_smoke_on_tiny_data_then_skips_finished_runs(tmp_path, monkeypat
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_interrupted_run_resumes_from_its_last_epoch(stop, tmp_path, monkeypatch, capsys):
+    from recbole_attn import checkpoint, trainer
     from recbole_attn.trainer import CheckpointMixin
+
+    class SlowClock:  # the first sitting's clock moves 1000 s a reading
+        now = 0.0
+
+        @classmethod
+        def monotonic(cls):
+            cls.now += 1000.0
+            return cls.now
 
     monkeypatch.chdir(tmp_path)
     data = write_tiny_dataset(tmp_path / "data")
@@ -360,18 +370,25 @@ def test_interrupted_run_resumes_from_its_last_epoch(stop, tmp_path, monkeypatch
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(CheckpointMixin, "save_last_checkpoint", stop_after_epoch_1)
+    monkeypatch.setattr(trainer, "time", SlowClock)
     assert bench_main(args) == 130
     assert "continues from" in capsys.readouterr().err
     assert not results.exists()
     folders = list((tmp_path / "saved" / "quality" / "tiny").iterdir())
     assert len(folders) == 1 and list(folders[0].glob("*-last.pth"))
+    first_sitting = checkpoint.load(str(next(folders[0].glob("*-last.pth"))))["fit_time_s"]
+    assert first_sitting >= 1000
 
     monkeypatch.setattr(CheckpointMixin, "save_last_checkpoint", real_save)
+    monkeypatch.setattr(trainer, "time", time)
     assert bench_main(args) == 0
     out = capsys.readouterr()
     assert "resuming from" in out.err
     run = json.loads(results.read_text())["runs"][0]
     assert run["resumed"] is True and run["epochs_run"] == 3  # epochs 0-1 before, epoch 2 after
+    # the first sitting's time is kept; the second, on the real clock, adds seconds
+    assert first_sitting <= run["fit_time_s"] < first_sitting + 600
+    assert f"in the last sitting ({run['fit_time_s']:.0f} s of training in all sittings)" in out.out
     assert 0 <= run["best_epoch"] <= 2
     assert not folders[0].exists()  # removed once the record is saved
     assert f"[seq2seq] seed 2020: 3 epochs, best epoch {run['best_epoch']}" in out.out

@@ -520,6 +520,8 @@ def run_one(p, seed, dataset, data_path):
         "test_result": _plain(result["test_result"]),
         "wall_time_s": round(wall, 1),  # of the last sitting only when resumed
         "resumed": bool(resume),
+        # training and validation over every sitting; None when resumed from an older checkpoint
+        "fit_time_s": None if result.get("fit_time_s") is None else round(result["fit_time_s"], 1),
         "device": _device_name(cfg),
         # CPU results depend on it at the float level (the order of each sum), so a run repeats to
         # the last digit only at the same thread count
@@ -736,7 +738,11 @@ def run_lines(planned, records, seeds):
             seen.add(key)
             r = records[key]
             best = "?" if r.get("best_epoch") is None else r["best_epoch"]  # "?": resumed from an older checkpoint
-            sitting = " (the last sitting; resumed)" if r.get("resumed") else ""
+            sitting = ""
+            if r.get("resumed"):
+                sitting = " (the last sitting; resumed)"
+                if r.get("fit_time_s") is not None:
+                    sitting = f" in the last sitting ({r['fit_time_s']:.0f} s of training in all sittings)"
             threads = f", {r['threads']} thread{'s' if r['threads'] != 1 else ''}" if r.get("threads") else ""
             valid = ", ".join(f"{m} {r['best_valid_result'][m]:.4f}" for m in metrics if m in r["best_valid_result"])
             test = ", ".join(f"{m} {r['test_result'][m]:.4f}" for m in metrics if m in r["test_result"])
